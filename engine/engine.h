@@ -1,0 +1,194 @@
+/*
+ * engine.h — the identity correlation table of ITU-T Y.4462, in memory.
+ *
+ * Owns: every mapping row (device ID, service URI, UTI, expires_at, LSN),
+ * each device's owner principal and PII preferences blob, the interned
+ * service URIs, and each device's bounded history ring. Two indexes:
+ *   device index   device ID -> device record (owner, prefs, rows)
+ *   binding index  XXH3(URI || UTI) -> device, always verified against the
+ *                  full URI and UTI, so a 64-bit collision never answers a
+ *                  wrong device.
+ *
+ * Knows nothing of sockets, files or the wire: plain C types in, 0 or a
+ * negative errno out (-EINVAL bad argument, -ENOENT absent, -EEXIST binding
+ * held by another device or CAS mismatch, -ENOMEM memory limit reached, in
+ * which case nothing changed).
+ *
+ * Threads:
+ *  - Readers (engine_inquire_*, engine_iterate, engine_stats,
+ *    engine_history_get) run on any number of threads at once, never take a
+ *    lock and never block, also while the table grows. A thread must call
+ *    engine_thread_online() once before its first read and
+ *    engine_thread_offline() before it exits. Row callbacks run inside the
+ *    read-side critical section: they must not block, and the pointers they
+ *    get are valid only during the callback.
+ *  - Writers (engine_map, engine_demap*, engine_set_prefs) must be
+ *    serialized by the caller: one writer lane (persist/'s store holds it).
+ *    Every change carries the LSN the caller assigned; LSNs only grow.
+ *  - engine_history_add may be called from any thread.
+ * Memory of replaced records is reclaimed with liburcu (see docs/engine.md).
+ */
+#ifndef ICS_ENGINE_H
+#define ICS_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ENGINE_ID_MAX  128u  /* device ID, UTI, device serial: 1..128 bytes */
+#define ENGINE_URI_MAX 1024u /* service URI: 1..1024 bytes, no NUL */
+#define ENGINE_NAME_MAX 128u /* principal name: 1..128 bytes */
+
+typedef struct engine engine_t;
+
+/* Allocation seam: tests and fuzzers replace it to fail the Nth allocation.
+ * NULL members mean the process allocator (jemalloc in the daemon). */
+struct engine_alloc {
+    void *(*alloc)(void *ctx, size_t size);
+    void (*free)(void *ctx, void *ptr, size_t size);
+    void *ctx;
+};
+
+struct engine_config {
+    size_t initial_devices;    /* capacity hint; the table grows online */
+    size_t mem_limit;          /* bytes the engine may hold; 0 = no limit */
+    uint32_t history_len;      /* entries kept per device; 0 = no history */
+    struct engine_alloc alloc; /* zeroed = default allocator */
+};
+
+/* One row as a reader sees it. Pointers valid only during the callback. */
+struct engine_row {
+    const uint8_t *device;  uint16_t device_len;
+    const uint8_t *owner;   uint16_t owner_len;  /* 0: no owner */
+    const uint8_t *uri;     uint16_t uri_len;
+    const uint8_t *uti;     uint16_t uti_len;
+    const uint8_t *prefs;   uint32_t prefs_len;  /* the device's PREFS blob, 0: none */
+    uint32_t expires_at;    /* unix seconds, 0 = never */
+    uint64_t lsn;           /* LSN of the change that created this row */
+};
+
+/* Return 0 to go on, nonzero to stop the visit (that value is returned). */
+typedef int (*engine_row_fn)(void *arg, const struct engine_row *row);
+
+struct engine_stats {
+    uint64_t rows, devices, uris;
+    uint64_t bytes;            /* bytes held, as counted against mem_limit */
+    uint64_t device_slots, binding_slots; /* capacity of the two indexes */
+    uint64_t resizes;          /* completed online resizes */
+    uint64_t last_lsn;         /* highest LSN applied */
+};
+
+int  engine_create(engine_t **out, const struct engine_config *cfg);
+void engine_destroy(engine_t *e); /* no reader may be inside any more */
+
+void engine_thread_online(engine_t *e);  /* before a thread's first read */
+void engine_thread_offline(engine_t *e); /* before it exits */
+
+/* --- readers ----------------------------------------------------------- */
+
+/* Case 1: calls fn for each row of the device (in LSN order). Returns the
+ * number of rows visited, -ENOENT if the device has no rows, or fn's
+ * nonzero value. *lsn (may be NULL) gets the LSN the answer reflects. */
+int engine_inquire_device(engine_t *e, const void *dev, size_t dev_len,
+                          engine_row_fn fn, void *arg, uint64_t *lsn);
+
+/* Case 2: calls fn once with the row bound to (URI, UTI). Returns 1,
+ * -ENOENT, or fn's nonzero value. */
+int engine_inquire_binding(engine_t *e, const void *uri, size_t uri_len,
+                           const void *uti, size_t uti_len,
+                           engine_row_fn fn, void *arg, uint64_t *lsn);
+
+/* Batched case 1 for pipelined connections: n lookups with the memory
+ * loads overlapped (prefetch). results[i] is what engine_inquire_device
+ * would have returned for key i; fn sees rows with key order kept. */
+struct engine_key { const void *p; size_t len; };
+void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
+                                 size_t n, engine_row_fn fn, void *arg,
+                                 int *results);
+
+/* Device metadata without rows: owner and prefs. -ENOENT if unknown. */
+int engine_device_info(engine_t *e, const void *dev, size_t dev_len,
+                       engine_row_fn fn, void *arg);
+
+/* Visits every row: for snapshots and EXPORT. *cursor starts at 0 and is
+ * 0 again when done; at most max rows per call. Every row present for the
+ * whole of an iteration is visited exactly once, even across a resize;
+ * rows changed meanwhile may be visited in their old or new state. Returns
+ * the rows visited in this call. */
+int engine_iterate(engine_t *e, uint64_t *cursor, size_t max,
+                   engine_row_fn fn, void *arg);
+
+/* Visits up to max rows whose expires_at is in (0, now]: the store then
+ * removes each with its own LSN (an expiry is logged like a demap). */
+int engine_collect_expired(engine_t *e, uint32_t now, size_t max,
+                           engine_row_fn fn, void *arg);
+
+void engine_stats(engine_t *e, struct engine_stats *st);
+
+/* --- writers (one at a time) --------------------------------------------- */
+
+struct engine_map_req {
+    const void *dev;   size_t dev_len;
+    const void *uri;   size_t uri_len;
+    const void *uti;   size_t uti_len;
+    const void *owner; size_t owner_len; /* 0: keep the device's owner */
+    uint32_t expires_at;                 /* 0 = never */
+    uint64_t cas;                        /* 0, or the row's LSN must equal it */
+};
+
+/* Maps a row at LSN lsn. Returns 0 if created, 1 if the same row already
+ * existed (then nothing changes and *row_lsn is the existing row's LSN),
+ * -EEXIST if the binding belongs to another device or CAS mismatched,
+ * -EINVAL, -ENOMEM. *row_lsn (may be NULL) gets the row's LSN. */
+int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
+               uint64_t *row_lsn);
+
+/* Removes one row. cas as in engine_map. -ENOENT if absent. on_removed
+ * (may be NULL) sees each removed row just before it goes. */
+int engine_demap(engine_t *e, const void *dev, size_t dev_len,
+                 const void *uri, size_t uri_len, const void *uti,
+                 size_t uti_len, uint64_t cas, uint64_t lsn,
+                 engine_row_fn on_removed, void *arg);
+/* Each returns the number of rows removed (>= 1) or -ENOENT. */
+int engine_demap_device(engine_t *e, const void *dev, size_t dev_len,
+                        uint64_t lsn, engine_row_fn on_removed, void *arg);
+int engine_demap_binding(engine_t *e, const void *uri, size_t uri_len,
+                         const void *uti, size_t uti_len, uint64_t lsn,
+                         engine_row_fn on_removed, void *arg);
+int engine_demap_service(engine_t *e, const void *uri, size_t uri_len,
+                         uint64_t lsn, engine_row_fn on_removed, void *arg);
+
+/* Sets (len > 0) or clears (len == 0) a device's preferences blob, opaque
+ * to the engine. -ENOENT if the device has no rows. */
+int engine_set_prefs(engine_t *e, const void *dev, size_t dev_len,
+                     const void *prefs, size_t len, uint64_t lsn);
+
+/* --- history (X.1363 transparency), bounded ring per device ------------- */
+
+enum engine_hist_event { ENGINE_H_MAP = 1, ENGINE_H_DEMAP = 2,
+                         ENGINE_H_INQUIRY = 3, ENGINE_H_EXPIRY = 4 };
+struct engine_hist {
+    uint64_t micros;       /* unix microseconds */
+    uint8_t event;         /* enum engine_hist_event */
+    const uint8_t *principal; uint16_t principal_len;
+    const uint8_t *uri;       uint16_t uri_len;
+    const uint8_t *uti;       uint16_t uti_len;
+};
+typedef int (*engine_hist_fn)(void *arg, const struct engine_hist *h);
+/* Any thread. Keeps the newest history_len entries; -ENOENT if the device
+ * is unknown. With history_len > 0 a device record outlives its last row
+ * (it keeps its history, owner and prefs), so a user can still see who had
+ * its data after a demap. */
+int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
+                       const struct engine_hist *h);
+/* Newest first, at most max entries; returns the number visited. */
+int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
+                       size_t max, engine_hist_fn fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ICS_ENGINE_H */
