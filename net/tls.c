@@ -1,0 +1,833 @@
+/*
+ * tls.c — server-side TLS 1.3 with mutual X.509 authentication over memory
+ * buffers (contract in tls.h).
+ *
+ * BoringSSL reads and writes through one custom BIO per connection: reads
+ * come from an input buffer the caller fills with tls_conn_feed, writes are
+ * appended to a list of fixed-size chunks that never move, so the loop may
+ * hand a chunk to an asynchronous send while more records are queued behind
+ * it. Plaintext is decrypted by SSL_read straight into the caller's buffer.
+ *
+ * Session tickets are sealed with keys this module owns (not BoringSSL's
+ * built-in ones) so that they rotate on a schedule and across SSL_CTX swaps:
+ * the current key encrypts, the previous one still decrypts (and asks for a
+ * renewed ticket), anything older is unknown and forces a full handshake.
+ */
+#include "tls.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/bio.h>
+#include <openssl/cipher.h>
+#include <openssl/digest.h>
+#include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/mem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#if !defined(OPENSSL_IS_BORINGSSL)
+#error "net/tls.c is written for BoringSSL (/usr/include/android), not OpenSSL"
+#endif
+
+#define TLS_PRINCIPAL_URN "urn:ics:principal:"
+#define TLS_OUT_CHUNK (32u * 1024u)    /* holds at least one full record */
+#define TLS_DEFAULT_ROTATE_S 3600u
+
+struct tls_ticket_key {
+    uint8_t name[16];
+    uint8_t aes[16];                   /* AES-128-CBC, as the callback API wants */
+    uint8_t hmac[32];                  /* HMAC-SHA256 */
+};
+
+struct tls_ctx {
+    pthread_mutex_t mu;                /* guards ssl_ctx, keys, rotated_at */
+    SSL_CTX *ssl_ctx;                  /* for new connections */
+    struct tls_ticket_key keys[2];     /* [0] current, [1] previous */
+    int nkeys;
+    time_t rotated_at;                 /* CLOCK_MONOTONIC seconds */
+    /* One reference for the owner plus one per tls_conn, so the ticket
+     * callback of a late connection never sees a freed context. Increments
+     * are relaxed (the caller already holds a reference); the decrement is
+     * acq_rel so the last owner sees every other owner's writes before
+     * freeing. */
+    atomic_int refs;
+    char *cert_file, *key_file, *ca_file, *crl_file;
+    int allow_tls12, no_tickets;
+    unsigned rotate_s;
+};
+
+struct tls_out_chunk {
+    struct tls_out_chunk *next;
+    size_t off, len, cap;              /* [off, len) waits to be sent */
+    uint8_t data[];
+};
+
+struct tls_conn {
+    struct tls_ctx *ctx;
+    SSL *ssl;
+    uint8_t *in;                       /* ciphertext fed, [in_off, in_len) unread */
+    size_t in_off, in_len, in_cap;
+    struct tls_out_chunk *out_head, *out_tail;
+    size_t out_total;
+    int ready, failed;
+    int verify_err;                    /* first X509_V_ERR_* seen, 0 none */
+    const char *err;
+    int has_principal;
+    char principal[TLS_PRINCIPAL_MAX + 1];
+    char fingerprint[TLS_FINGERPRINT_HEX_LEN + 1];
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static time_t mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static const char *ssl_reason(void)
+{
+    uint32_t e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    return r ? r : "unknown error";
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* ---- the memory BIO ------------------------------------------------------ */
+
+/* Built once; immutable afterwards (not mutable global state). */
+static BIO_METHOD *g_bio_method;
+static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
+
+static int bio_read(BIO *b, char *out, int len)
+{
+    struct tls_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    size_t avail = c->in_len - c->in_off;
+    if (avail == 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    size_t n = (size_t)len < avail ? (size_t)len : avail;
+    memcpy(out, c->in + c->in_off, n);
+    c->in_off += n;
+    if (c->in_off == c->in_len)
+        c->in_off = c->in_len = 0;
+    return (int)n;
+}
+
+static int out_append(struct tls_conn *c, const uint8_t *p, size_t n)
+{
+    while (n) {
+        struct tls_out_chunk *t = c->out_tail;
+        if (!t || t->len == t->cap) {
+            size_t cap = n > TLS_OUT_CHUNK ? n : TLS_OUT_CHUNK;
+            t = malloc(sizeof *t + cap);
+            if (!t)
+                return -ENOMEM;
+            t->next = NULL;
+            t->off = t->len = 0;
+            t->cap = cap;
+            if (c->out_tail)
+                c->out_tail->next = t;
+            else
+                c->out_head = t;
+            c->out_tail = t;
+        }
+        size_t k = t->cap - t->len < n ? t->cap - t->len : n;
+        memcpy(t->data + t->len, p, k);
+        t->len += k;
+        c->out_total += k;
+        p += k;
+        n -= k;
+    }
+    return 0;
+}
+
+static int bio_write(BIO *b, const char *in, int len)
+{
+    struct tls_conn *c = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len <= 0)
+        return 0;
+    if (out_append(c, (const uint8_t *)in, (size_t)len) != 0)
+        return -1;
+    return len;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    struct tls_conn *c = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_PENDING:
+        return (long)(c->in_len - c->in_off);
+    case BIO_CTRL_WPENDING:
+        return (long)c->out_total;
+    default:
+        return 0;
+    }
+}
+
+static void bio_method_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                                 "ics tls memory");
+    if (!m)
+        return;
+    BIO_meth_set_read(m, bio_read);
+    BIO_meth_set_write(m, bio_write);
+    BIO_meth_set_ctrl(m, bio_ctrl);
+    g_bio_method = m;
+}
+
+/* ---- ticket keys ---------------------------------------------------------- */
+
+static int new_ticket_key(struct tls_ticket_key *k)
+{
+    return RAND_bytes((uint8_t *)k, sizeof *k) == 1 ? 0 : -EIO;
+}
+
+/* mu held. */
+static void rotate_locked(struct tls_ctx *ctx)
+{
+    struct tls_ticket_key k;
+    if (new_ticket_key(&k) != 0)
+        return;                        /* keep the old key rather than none */
+    ctx->keys[1] = ctx->keys[0];
+    ctx->keys[0] = k;
+    ctx->nkeys = ctx->nkeys == 0 ? 1 : 2;
+    ctx->rotated_at = mono_now();
+    OPENSSL_cleanse(&k, sizeof k);
+}
+
+/* mu held. */
+static void rotate_if_due(struct tls_ctx *ctx)
+{
+    if (ctx->nkeys == 0 || mono_now() - ctx->rotated_at >= (time_t)ctx->rotate_s)
+        rotate_locked(ctx);
+}
+
+void tls_ctx_rotate_tickets(struct tls_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->mu);
+    rotate_locked(ctx);
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+/* BoringSSL's ticket callback: 1 = key set, 2 = decrypted with an old key
+ * (issue a new ticket), 0 = unknown key (full handshake), < 0 = error. */
+static int ticket_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv,
+                     EVP_CIPHER_CTX *cctx, HMAC_CTX *hctx, int encrypt)
+{
+    struct tls_conn *c = SSL_get_app_data(ssl);
+    if (!c)
+        return -1;
+    struct tls_ctx *ctx = c->ctx;
+    struct tls_ticket_key k;
+    int ret = 1;
+
+    pthread_mutex_lock(&ctx->mu);
+    rotate_if_due(ctx);
+    if (encrypt) {
+        k = ctx->keys[0];
+    } else {
+        int i;
+        for (i = 0; i < ctx->nkeys; i++)
+            if (memcmp(ctx->keys[i].name, key_name, 16) == 0)
+                break;
+        if (i == ctx->nkeys) {
+            pthread_mutex_unlock(&ctx->mu);
+            return 0;
+        }
+        k = ctx->keys[i];
+        ret = i == 0 ? 1 : 2;
+    }
+    pthread_mutex_unlock(&ctx->mu);
+
+    if (encrypt) {
+        if (RAND_bytes(iv, 16) != 1)
+            ret = -1;
+        memcpy(key_name, k.name, 16);
+    }
+    if (ret > 0) {
+        int ok = encrypt
+            ? EVP_EncryptInit_ex(cctx, EVP_aes_128_cbc(), NULL, k.aes, iv)
+            : EVP_DecryptInit_ex(cctx, EVP_aes_128_cbc(), NULL, k.aes, iv);
+        if (!ok || !HMAC_Init_ex(hctx, k.hmac, sizeof k.hmac, EVP_sha256(), NULL))
+            ret = -1;
+    }
+    OPENSSL_cleanse(&k, sizeof k);
+    return ret;
+}
+
+/* ---- verification --------------------------------------------------------- */
+
+static int verify_cb(int ok, X509_STORE_CTX *sctx)
+{
+    if (!ok) {
+        SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+        struct tls_conn *c = ssl ? SSL_get_app_data(ssl) : NULL;
+        if (c && !c->verify_err)
+            c->verify_err = X509_STORE_CTX_get_error(sctx);
+    }
+    return ok;
+}
+
+static const char *verify_reason(int v)
+{
+    switch (v) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        return "certificate expired";
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        return "certificate not yet valid";
+    case X509_V_ERR_CERT_REVOKED:
+        return "certificate revoked";
+    case X509_V_ERR_INVALID_PURPOSE:
+        return "certificate not for client authentication";
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+    case X509_V_ERR_CERT_UNTRUSTED:
+        return "certificate not trusted";
+    case X509_V_ERR_UNABLE_TO_GET_CRL:
+        return "no CRL for the certificate's issuer";
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+        return "CRL expired";
+    case X509_V_ERR_CRL_NOT_YET_VALID:
+        return "CRL not yet valid";
+    default:
+        return "certificate verification failed";
+    }
+}
+
+/* Records why the connection failed and returns the errno for it. */
+static int conn_fail(struct tls_conn *c)
+{
+    int rc = -EPROTO;
+    const char *why = NULL;
+    uint32_t e = ERR_peek_error();
+    int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
+
+    if (c->verify_err) {
+        why = verify_reason(c->verify_err);
+        rc = -EACCES;
+    } else if (lib == ERR_LIB_SSL) {
+        switch (reason) {
+        case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+            why = "no client certificate";
+            rc = -EACCES;
+            break;
+        case SSL_R_CERTIFICATE_VERIFY_FAILED:
+            why = "certificate verification failed";
+            rc = -EACCES;
+            break;
+        case SSL_R_UNSUPPORTED_PROTOCOL:
+        case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+            why = "protocol version not allowed";
+            break;
+        case SSL_R_HTTP_REQUEST:
+        case SSL_R_HTTPS_PROXY_REQUEST:
+        case SSL_R_WRONG_VERSION_NUMBER:
+            why = "not TLS (plaintext client?)";
+            break;
+        case SSL_R_NO_SHARED_CIPHER:
+            why = "no shared cipher";
+            break;
+        default:
+            why = ERR_reason_error_string(e);
+            break;
+        }
+    } else if (reason == ERR_R_MALLOC_FAILURE) {
+        why = "out of memory";
+        rc = -ENOMEM;
+    } else if (e) {
+        why = ERR_reason_error_string(e);
+    }
+    c->err = why ? why : "TLS protocol error";
+    c->failed = rc;
+    ERR_clear_error();
+    return rc;
+}
+
+static int valid_principal(const uint8_t *p, size_t n)
+{
+    return n >= 1 && n <= TLS_PRINCIPAL_MAX && memchr(p, 0, n) == NULL;
+}
+
+/* Called once when the handshake completes: the principal and fingerprint. */
+static void conn_identify(struct tls_conn *c)
+{
+    X509 *leaf = SSL_get_peer_certificate(c->ssl);
+    if (!leaf)
+        return;
+
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned mdlen = 0;
+    if (X509_digest(leaf, EVP_sha256(), md, &mdlen) && mdlen == 32) {
+        static const char hex[] = "0123456789abcdef";
+        for (unsigned i = 0; i < 32; i++) {
+            c->fingerprint[2 * i] = hex[md[i] >> 4];
+            c->fingerprint[2 * i + 1] = hex[md[i] & 15];
+        }
+        c->fingerprint[64] = 0;
+    }
+
+    /* The SAN URI wins over the CN: a CN is free text that CAs fill with
+     * host names and labels, a URN in our namespace is unambiguous. */
+    const size_t plen = sizeof TLS_PRINCIPAL_URN - 1;
+    GENERAL_NAMES *gens = X509_get_ext_d2i(leaf, NID_subject_alt_name, NULL, NULL);
+    for (size_t i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !c->has_principal; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type != GEN_URI)
+            continue;
+        const uint8_t *u = ASN1_STRING_get0_data(g->d.uniformResourceIdentifier);
+        size_t n = (size_t)ASN1_STRING_length(g->d.uniformResourceIdentifier);
+        if (n > plen && strncasecmp((const char *)u, TLS_PRINCIPAL_URN, plen) == 0 &&
+            valid_principal(u + plen, n - plen)) {
+            memcpy(c->principal, u + plen, n - plen);
+            c->principal[n - plen] = 0;
+            c->has_principal = 1;
+        }
+    }
+    GENERAL_NAMES_free(gens);
+
+    if (!c->has_principal) {
+        X509_NAME *subj = X509_get_subject_name(leaf);
+        int idx = subj ? X509_NAME_get_index_by_NID(subj, NID_commonName, -1) : -1;
+        if (idx >= 0) {
+            ASN1_STRING *cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx));
+            uint8_t *utf8 = NULL;
+            int n = ASN1_STRING_to_UTF8(&utf8, cn);
+            if (n > 0 && valid_principal(utf8, (size_t)n)) {
+                memcpy(c->principal, utf8, (size_t)n);
+                c->principal[n] = 0;
+                c->has_principal = 1;
+            }
+            OPENSSL_free(utf8);
+        }
+    }
+    X509_free(leaf);
+}
+
+/* ---- contexts ------------------------------------------------------------- */
+
+static int file_errno(const char *path)
+{
+    return access(path, R_OK) == 0 ? 0 : -errno;
+}
+
+static int build_ssl_ctx(const struct tls_ctx *ctx, SSL_CTX **out, char *err, size_t errlen)
+{
+    const char *paths[] = { ctx->cert_file, ctx->key_file, ctx->ca_file, ctx->crl_file };
+    for (size_t i = 0; i < 4; i++) {
+        if (!paths[i])
+            continue;
+        int rc = file_errno(paths[i]);
+        if (rc) {
+            set_err(err, errlen, "%s: %s", paths[i], strerror(-rc));
+            return rc;
+        }
+    }
+
+    ERR_clear_error();
+    SSL_CTX *s = SSL_CTX_new(TLS_method());
+    if (!s) {
+        set_err(err, errlen, "%s", "out of memory");
+        return -ENOMEM;
+    }
+    int rc = -EINVAL;
+    if (!SSL_CTX_set_min_proto_version(s, ctx->allow_tls12 ? TLS1_2_VERSION : TLS1_3_VERSION) ||
+        !SSL_CTX_set_max_proto_version(s, TLS1_3_VERSION)) {
+        set_err(err, errlen, "protocol versions: %s", ssl_reason());
+        goto fail;
+    }
+    /* TLS 1.2 only (1.3 suites are fixed by BoringSSL, AES-128-GCM first
+     * where AES-NI exists): forward secret AEAD suites. */
+    if (!SSL_CTX_set_strict_cipher_list(s,
+            "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")) {
+        set_err(err, errlen, "cipher list: %s", ssl_reason());
+        goto fail;
+    }
+    if (SSL_CTX_use_certificate_chain_file(s, ctx->cert_file) != 1) {
+        set_err(err, errlen, "%s: %s", ctx->cert_file, ssl_reason());
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(s, ctx->key_file, SSL_FILETYPE_PEM) != 1) {
+        set_err(err, errlen, "%s: %s", ctx->key_file, ssl_reason());
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(s) != 1) {
+        set_err(err, errlen, "%s: key does not match the certificate", ctx->key_file);
+        goto fail;
+    }
+    X509_STORE *store = SSL_CTX_get_cert_store(s);
+    if (X509_STORE_load_locations(store, ctx->ca_file, NULL) != 1) {
+        set_err(err, errlen, "%s: %s", ctx->ca_file, ssl_reason());
+        goto fail;
+    }
+    STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ctx->ca_file);
+    if (names)
+        SSL_CTX_set_client_CA_list(s, names);   /* takes ownership */
+    if (ctx->crl_file) {
+        /* The same loader reads certificates and CRLs from a PEM file; a
+         * CRL file without a CRL would silently disable revocation, so the
+         * store must have gained one. */
+        size_t before = sk_X509_OBJECT_num(X509_STORE_get0_objects(store));
+        if (X509_STORE_load_locations(store, ctx->crl_file, NULL) != 1 ||
+            sk_X509_OBJECT_num(X509_STORE_get0_objects(store)) == before) {
+            set_err(err, errlen, "%s: no CRL loaded (%s)", ctx->crl_file, ssl_reason());
+            goto fail;
+        }
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    }
+    SSL_CTX_set_verify(s, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
+
+    static const uint8_t sid_ctx[] = "icsd";
+    SSL_CTX_set_session_id_context(s, sid_ctx, sizeof sid_ctx - 1);
+    SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);   /* stateless tickets only */
+    if (ctx->no_tickets) {
+        SSL_CTX_set_options(s, SSL_OP_NO_TICKET);
+    } else {
+        SSL_CTX_set_tlsext_ticket_key_cb(s, ticket_cb);
+        /* A ticket is usable for as long as its key can still decrypt. */
+        SSL_CTX_set_timeout(s, 2 * ctx->rotate_s);
+        SSL_CTX_set_session_psk_dhe_timeout(s, 2 * ctx->rotate_s);
+    }
+    SSL_CTX_set_max_send_fragment(s, 16384);
+    *out = s;
+    return 0;
+fail:
+    SSL_CTX_free(s);
+    ERR_clear_error();
+    return rc;
+}
+
+static void ctx_unref(struct tls_ctx *ctx)
+{
+    if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    SSL_CTX_free(ctx->ssl_ctx);
+    OPENSSL_cleanse(ctx->keys, sizeof ctx->keys);
+    pthread_mutex_destroy(&ctx->mu);
+    free(ctx->cert_file);
+    free(ctx->key_file);
+    free(ctx->ca_file);
+    free(ctx->crl_file);
+    free(ctx);
+}
+
+int tls_ctx_create(struct tls_ctx **out, const struct tls_cfg *cfg, char *err, size_t errlen)
+{
+    *out = NULL;
+    pthread_once(&g_bio_once, bio_method_init);
+    if (!g_bio_method) {
+        set_err(err, errlen, "%s", "out of memory");
+        return -ENOMEM;
+    }
+    if (!cfg->cert_file || !cfg->key_file || !cfg->ca_file) {
+        set_err(err, errlen, "%s", "TLS needs a certificate, a key and a CA file");
+        return -EINVAL;
+    }
+    struct tls_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return -ENOMEM;
+    pthread_mutex_init(&ctx->mu, NULL);
+    atomic_init(&ctx->refs, 1);
+    ctx->allow_tls12 = cfg->allow_tls12 != 0;
+    ctx->no_tickets = cfg->no_tickets != 0;
+    ctx->rotate_s = cfg->ticket_rotate_s ? cfg->ticket_rotate_s : TLS_DEFAULT_ROTATE_S;
+    ctx->cert_file = dup_or_null(cfg->cert_file);
+    ctx->key_file = dup_or_null(cfg->key_file);
+    ctx->ca_file = dup_or_null(cfg->ca_file);
+    ctx->crl_file = dup_or_null(cfg->crl_file);
+    int rc = -ENOMEM;
+    if (!ctx->cert_file || !ctx->key_file || !ctx->ca_file || (cfg->crl_file && !ctx->crl_file))
+        goto fail;
+    rc = build_ssl_ctx(ctx, &ctx->ssl_ctx, err, errlen);
+    if (rc)
+        goto fail;
+    rotate_locked(ctx);                /* no other thread sees ctx yet */
+    if (ctx->nkeys == 0) {
+        rc = -EIO;
+        set_err(err, errlen, "%s", "no randomness for ticket keys");
+        goto fail;
+    }
+    *out = ctx;
+    return 0;
+fail:
+    ctx_unref(ctx);
+    return rc;
+}
+
+int tls_ctx_reload(struct tls_ctx *ctx, char *err, size_t errlen)
+{
+    SSL_CTX *fresh;
+    int rc = build_ssl_ctx(ctx, &fresh, err, errlen);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&ctx->mu);
+    SSL_CTX *old = ctx->ssl_ctx;
+    ctx->ssl_ctx = fresh;
+    /* Forget every ticket key: a ticket minted before the reload must not
+     * carry a certificate the new CA or CRL would refuse past it. */
+    ctx->nkeys = 0;
+    rotate_locked(ctx);
+    pthread_mutex_unlock(&ctx->mu);
+    SSL_CTX_free(old);                 /* live SSLs hold their own reference */
+    return 0;
+}
+
+void tls_ctx_destroy(struct tls_ctx *ctx)
+{
+    if (ctx)
+        ctx_unref(ctx);
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx)
+{
+    struct tls_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->err = "";
+    c->ctx = ctx;
+    BIO *bio = BIO_new(g_bio_method);
+    if (!bio) {
+        free(c);
+        return NULL;
+    }
+    BIO_set_data(bio, c);
+    BIO_set_init(bio, 1);
+
+    pthread_mutex_lock(&ctx->mu);
+    c->ssl = SSL_new(ctx->ssl_ctx);    /* takes its own SSL_CTX reference */
+    pthread_mutex_unlock(&ctx->mu);
+    if (!c->ssl) {
+        BIO_free(bio);
+        free(c);
+        ERR_clear_error();
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&ctx->refs, 1, memory_order_relaxed);
+    SSL_set_app_data(c->ssl, c);
+    SSL_set_bio(c->ssl, bio, bio);     /* one reference, used both ways */
+    SSL_set_accept_state(c->ssl);
+    return c;
+}
+
+void tls_conn_free(struct tls_conn *c)
+{
+    if (!c)
+        return;
+    SSL_free(c->ssl);
+    struct tls_out_chunk *k = c->out_head;
+    while (k) {
+        struct tls_out_chunk *next = k->next;
+        free(k);
+        k = next;
+    }
+    free(c->in);
+    ctx_unref(c->ctx);
+    free(c);
+}
+
+static int handshake(struct tls_conn *c)
+{
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->ready = 1;
+        conn_identify(c);
+        return 0;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ)
+        return 0;
+    return conn_fail(c);
+}
+
+int tls_conn_feed(struct tls_conn *c, const void *in, size_t n)
+{
+    if (c->failed)
+        return c->failed;
+    if (n > c->in_cap - c->in_len) {
+        if (c->in_off) {               /* compact once, not per record */
+            memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+            c->in_len -= c->in_off;
+            c->in_off = 0;
+        }
+        if (n > c->in_cap - c->in_len) {
+            size_t cap = c->in_cap ? c->in_cap : 16384;
+            while (cap - c->in_len < n)
+                cap *= 2;
+            uint8_t *p = realloc(c->in, cap);
+            if (!p) {
+                c->err = "out of memory";
+                return c->failed = -ENOMEM;
+            }
+            c->in = p;
+            c->in_cap = cap;
+        }
+    }
+    if (n)
+        memcpy(c->in + c->in_len, in, n);
+    c->in_len += n;
+    if (!c->ready)
+        return handshake(c);
+    return 0;
+}
+
+ssize_t tls_conn_read(struct tls_conn *c, void *out, size_t cap)
+{
+    if (c->failed)
+        return c->failed;
+    if (!c->ready || cap == 0)
+        return 0;
+    ERR_clear_error();
+    int r = SSL_read(c->ssl, out, cap > INT32_MAX ? INT32_MAX : (int)cap);
+    if (r > 0)
+        return r;
+    switch (SSL_get_error(c->ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+        return 0;
+    case SSL_ERROR_ZERO_RETURN:
+        c->err = "peer closed the TLS session";
+        return -ENOTCONN;
+    default:
+        return conn_fail(c);
+    }
+}
+
+int tls_conn_write(struct tls_conn *c, const void *plain, size_t n)
+{
+    if (c->failed)
+        return c->failed;
+    if (!c->ready)
+        return -EAGAIN;
+    const uint8_t *p = plain;
+    while (n) {
+        int k = n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
+        ERR_clear_error();
+        int r = SSL_write(c->ssl, p, k);
+        if (r <= 0)
+            return conn_fail(c);
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+void tls_conn_shutdown(struct tls_conn *c)
+{
+    if (c->ready && !c->failed) {
+        SSL_shutdown(c->ssl);
+        ERR_clear_error();
+    }
+}
+
+size_t tls_conn_out(struct tls_conn *c, const uint8_t **p)
+{
+    struct tls_out_chunk *k = c->out_head;
+    if (!k || k->off == k->len) {
+        *p = NULL;
+        return 0;
+    }
+    *p = k->data + k->off;
+    return k->len - k->off;
+}
+
+size_t tls_conn_out_pending(const struct tls_conn *c)
+{
+    return c->out_total;
+}
+
+void tls_conn_out_consume(struct tls_conn *c, size_t n)
+{
+    struct tls_out_chunk *k = c->out_head;
+    if (!k)
+        return;
+    if (n > k->len - k->off)
+        n = k->len - k->off;
+    k->off += n;
+    c->out_total -= n;
+    /* A sent chunk is freed even when it is the tail: idle connections then
+     * hold no output memory. */
+    if (k->off == k->len) {
+        c->out_head = k->next;
+        if (!c->out_head)
+            c->out_tail = NULL;
+        free(k);
+    }
+}
+
+int tls_conn_ready(const struct tls_conn *c)
+{
+    return c->ready && !c->failed;
+}
+
+int tls_conn_resumed(const struct tls_conn *c)
+{
+    return c->ready && SSL_session_reused(c->ssl);
+}
+
+const char *tls_conn_principal(const struct tls_conn *c)
+{
+    return c->ready && c->has_principal ? c->principal : NULL;
+}
+
+const char *tls_conn_fingerprint_hex(const struct tls_conn *c)
+{
+    return c->ready && c->fingerprint[0] ? c->fingerprint : NULL;
+}
+
+const char *tls_conn_version(const struct tls_conn *c)
+{
+    return SSL_get_version(c->ssl);
+}
+
+const char *tls_conn_cipher(const struct tls_conn *c)
+{
+    const SSL_CIPHER *ci = SSL_get_current_cipher(c->ssl);
+    return ci ? SSL_CIPHER_standard_name(ci) : "";
+}
+
+const char *tls_conn_error(const struct tls_conn *c)
+{
+    return c->err;
+}
