@@ -449,6 +449,15 @@ static int file_errno(const char *path)
     return access(path, R_OK) == 0 ? 0 : -errno;
 }
 
+static size_t count_crls(X509_STORE *store)
+{
+    STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+    size_t n = 0;
+    for (size_t i = 0; i < sk_X509_OBJECT_num(objs); i++)
+        n += X509_OBJECT_get_type(sk_X509_OBJECT_value(objs, i)) == X509_LU_CRL;
+    return n;
+}
+
 static int build_ssl_ctx(const struct tls_ctx *ctx, SSL_CTX **out, char *err, size_t errlen)
 {
     const char *paths[] = { ctx->cert_file, ctx->key_file, ctx->ca_file, ctx->crl_file };
@@ -507,9 +516,8 @@ static int build_ssl_ctx(const struct tls_ctx *ctx, SSL_CTX **out, char *err, si
         /* The same loader reads certificates and CRLs from a PEM file; a
          * CRL file without a CRL would silently disable revocation, so the
          * store must have gained one. */
-        size_t before = sk_X509_OBJECT_num(X509_STORE_get0_objects(store));
         if (X509_STORE_load_locations(store, ctx->crl_file, NULL) != 1 ||
-            sk_X509_OBJECT_num(X509_STORE_get0_objects(store)) == before) {
+            count_crls(store) == 0) {
             set_err(err, errlen, "%s: no CRL loaded (%s)", ctx->crl_file, ssl_reason());
             goto fail;
         }
@@ -674,6 +682,11 @@ static int handshake(struct tls_conn *c)
     if (r == 1) {
         c->ready = 1;
         conn_identify(c);
+        /* TLS 1.3 session tickets wait in BoringSSL's pending flight until
+         * the next write; a zero-length write flushes them now, so a client
+         * that only sends still gets a ticket to resume with. */
+        if (SSL_write(c->ssl, "", 0) < 0)
+            ERR_clear_error();
         return 0;
     }
     int e = SSL_get_error(c->ssl, r);
