@@ -10,8 +10,9 @@
  * Bounds: each principal may be the requester of at most max_per_principal
  * requests and the target of at most as many (default 1024 each): beyond
  * that pending_create says -EAGAIN (TMPFAIL). Requests expire ttl after
- * creation (default 10 min, per request if req->ttl_s is set): the caller
+ * creation (default 10 min, configurable): the caller
  * runs pending_expire periodically and sends MAP_RESULT NOT_FOUND for each.
+ * (The ttl is the table's; req->ttl_s is the row ttl the tpsp asked for.)
  *
  * Threads: any; one mutex (two-phase requests are rare next to inquiries).
  * Callbacks run without the mutex held, so they may call back in.

@@ -1,0 +1,98 @@
+/*
+ * history.c — HISTORY responses and inquiry records (see history.h).
+ */
+#include "history.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "acl.h"
+
+struct owner_ctx {
+    const struct principal *p;
+    bool owner;
+};
+
+static int owner_cb(void *arg, const struct engine_row *row)
+{
+    struct owner_ctx *c = arg;
+    c->owner = acl_owns_device(c->p, row->owner, row->owner_len);
+    return 1; /* the device's owner is the same on every row */
+}
+
+struct enc_ctx {
+    const struct principal *p;
+    bool all;
+    uint32_t max, n;
+    struct buf *out;
+    int err;
+};
+
+static int enc_cb(void *arg, const struct engine_hist *h)
+{
+    struct enc_ctx *c = arg;
+    if (!c->all && !acl_uri_in_scope(c->p, h->uri, h->uri_len))
+        return 0;
+    int rc = 0;
+    rc |= buf_put_u64(c->out, h->micros);
+    rc |= buf_put_u8(c->out, h->event);
+    rc |= buf_put_str16(c->out, h->principal, h->principal_len);
+    rc |= buf_put_str16(c->out, h->uri, h->uri_len);
+    rc |= buf_put_str16(c->out, h->uti, h->uti_len);
+    if (rc) {
+        c->err = -ENOMEM;
+        return 1;
+    }
+    c->n++;
+    return c->max && c->n >= c->max ? 1 : 0;
+}
+
+int history_encode(engine_t *e, const void *dev, size_t dev_len, const struct principal *p,
+                   uint32_t max, struct buf *out)
+{
+    if (!p)
+        return -ENOENT;
+    struct owner_ctx oc = {p, false};
+    int rc = engine_device_info(e, dev, dev_len, owner_cb, &oc);
+    if (rc == -ENOENT)
+        return -ENOENT;
+    if (rc < 0)
+        return rc;
+    bool all = oc.owner; /* admin or the owner iot_sp */
+    if (!all && !(p->roles & PRINCIPAL_TPSP))
+        return -ENOENT;
+
+    size_t start = out->len;
+    if (buf_put_u32(out, 0) < 0)
+        return -ENOMEM;
+    struct enc_ctx c = {p, all, max, 0, out, 0};
+    rc = engine_history_get(e, dev, dev_len, (size_t)-1, enc_cb, &c);
+    if (c.err || (rc < 0 && rc != -ENOENT)) {
+        buf_truncate(out, start);
+        return c.err ? c.err : rc;
+    }
+    if (!all && c.n == 0) {
+        /* A tpsp with nothing of its own here must not learn the device
+         * exists. */
+        buf_truncate(out, start);
+        return -ENOENT;
+    }
+    buf_be32(out->p + start, c.n);
+    return 0;
+}
+
+int history_record_inquiry(engine_t *e, const void *dev, size_t dev_len, const void *principal,
+                           size_t plen, const void *uri, size_t ulen, const void *uti,
+                           size_t tlen, uint64_t now_us)
+{
+    if (plen > 0xffff || ulen > 0xffff || tlen > 0xffff)
+        return -EINVAL;
+    struct engine_hist h = {
+        .micros = now_us,
+        .event = ENGINE_H_INQUIRY,
+        .principal = principal, .principal_len = (uint16_t)plen,
+        .uri = uri, .uri_len = (uint16_t)ulen,
+        .uti = uti, .uti_len = (uint16_t)tlen,
+    };
+    return engine_history_add(e, dev, dev_len, &h);
+}
