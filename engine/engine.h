@@ -19,9 +19,12 @@
  *    engine_history_get) run on any number of threads at once, never take a
  *    lock and never block, also while the table grows. A thread must call
  *    engine_thread_online() once before its first read and
- *    engine_thread_offline() before it exits. Row callbacks run inside the
- *    read-side critical section: they must not block, and the pointers they
- *    get are valid only during the callback.
+ *    engine_thread_offline() before it exits (a thread that forgets is
+ *    registered on its first call and unregistered when it exits; writer
+ *    threads need the same registration, for liburcu's call_rcu). Row
+ *    callbacks run inside the read-side critical section: they must not
+ *    block nor call a writer, and the pointers they get are valid only
+ *    during the callback. engine_collect_expired is a reader too.
  *  - Writers (engine_map, engine_demap*, engine_set_prefs) must be
  *    serialized by the caller: one writer lane (persist/'s store holds it).
  *    Every change carries the LSN the caller assigned; LSNs only grow.
@@ -117,7 +120,10 @@ int engine_device_info(engine_t *e, const void *dev, size_t dev_len,
  * 0 again when done; at most max rows per call. Every row present for the
  * whole of an iteration is visited exactly once, even across a resize;
  * rows changed meanwhile may be visited in their old or new state. Returns
- * the rows visited in this call. */
+ * the rows visited in this call (or fn's nonzero value; the cursor then
+ * resumes at the stopped device). A device's rows are never split across
+ * calls, so a call visits more than max rows only when a single device has
+ * more than max rows. Visiting order is by XXH3 of the device ID. */
 int engine_iterate(engine_t *e, uint64_t *cursor, size_t max,
                    engine_row_fn fn, void *arg);
 
@@ -146,8 +152,10 @@ struct engine_map_req {
 int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
                uint64_t *row_lsn);
 
-/* Removes one row. cas as in engine_map. -ENOENT if absent. on_removed
- * (may be NULL) sees each removed row just before it goes. */
+/* Removes one row: 0, or -ENOENT if absent, -EEXIST on CAS mismatch.
+ * on_removed (may be NULL; its return value is ignored) sees each removed
+ * row just before it goes. Removal never fails on mem_limit; -ENOMEM only
+ * if the allocator itself fails (then nothing changed). */
 int engine_demap(engine_t *e, const void *dev, size_t dev_len,
                  const void *uri, size_t uri_len, const void *uti,
                  size_t uti_len, uint64_t cas, uint64_t lsn,

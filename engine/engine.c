@@ -1,0 +1,1755 @@
+/*
+ * engine.c — the dual-index identity table (engine.h is the contract,
+ * docs/engine.md the design).
+ *
+ * Shape in one paragraph: every device is one immutable record (owner,
+ * prefs, history, device ID and its rows inline). A change never edits a
+ * record a reader can see: the writer builds a new version, publishes it
+ * with a release store into the index slots that point at it, and hands the
+ * old version to liburcu for reclamation after a grace period. Two
+ * open-addressed linear-probing tables of 16-byte slots {64-bit hash tag,
+ * record pointer} index the records: by device ID, and by XXH3(URI || UTI).
+ * Slots go empty -> live -> tombstone -> live ... and never back to empty,
+ * so a reader probing for a key that stays present always finds it. A
+ * growing (or tombstone-purging) table is rebuilt incrementally: the old
+ * table stays authoritative and complete while the writer copies a few
+ * slots per operation into the new one (mirroring every change to an
+ * already-copied slot), then publishes the new table in one release store.
+ */
+#include "engine.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__SANITIZE_THREAD__)
+#define ICS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define ICS_TSAN 1
+#endif
+#endif
+
+/* Inline the read-side fast path (a per-thread counter store and a compiler
+ * barrier). Under TSan we call the library instead: its membarrier-based
+ * ordering is invisible to TSan, and we annotate the grace period ourselves
+ * (tsan_release/tsan_acquire below). */
+#ifndef ICS_TSAN
+#define _LGPL_SOURCE
+#endif
+#include <urcu/urcu-memb.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#ifdef ICS_TSAN
+void __tsan_acquire(void *addr);
+void __tsan_release(void *addr);
+#define tsan_acquire(p) __tsan_acquire((void *)(p))
+#define tsan_release(p) __tsan_release((void *)(p))
+#else
+#define tsan_acquire(p) ((void)(p))
+#define tsan_release(p) ((void)(p))
+#endif
+
+/* Always-on check for detected corruption (STYLE: serverPanic). */
+#define ENGINE_PANIC_IF(cond)                                                \
+    do {                                                                     \
+        if (__builtin_expect(!!(cond), 0))                                   \
+            engine_panic(__FILE__, __LINE__, #cond);                         \
+    } while (0)
+
+__attribute__((noreturn, cold)) static void engine_panic(const char *f, int l,
+                                                        const char *what)
+{
+    fprintf(stderr, "engine: corruption detected at %s:%d: %s\n", f, l, what);
+    abort();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Objects                                                                   */
+
+/* Interned string (service URI or principal name). Immutable after
+ * creation except refs, which only the writer touches. */
+struct name {
+    uint64_t hash;
+    uint32_t refs;
+    uint16_t len;
+    uint8_t b[];
+};
+
+/* Writer-private open-addressed set of interned names. */
+struct ntab {
+    struct name **v;
+    size_t cap, n;
+};
+
+struct blob {
+    uint32_t len;
+    uint8_t b[];
+};
+
+/* One history entry: immutable once published, freed by call_rcu when a
+ * newer entry overwrites its ring cell (adders may be on any thread, so it
+ * cannot use the writer's retire batch). */
+struct hent {
+    struct rcu_head rcu;
+    engine_t *e;
+    uint64_t seq, micros;
+    uint16_t plen, ulen, tlen;
+    uint8_t event;
+    uint8_t b[];
+};
+
+struct hist {
+    uint32_t lock;  /* tiny spinlock among concurrent adders only */
+    uint32_t pad;
+    uint64_t head;  /* entries ever added; ring[(head-1) % len] is newest */
+    struct hent *ring[];
+};
+
+/* One row, stored inline in its device record; rows are 8-byte aligned and
+ * variable-sized (the UTI is inline). */
+struct row {
+    const struct name *uri;
+    uint64_t lsn;
+    uint32_t exp;
+    uint8_t uti_len; /* 1..128 */
+    uint8_t uti[];
+};
+#define ROW_SZ(l) ((offsetof(struct row, uti) + (size_t)(l) + 7u) & ~(size_t)7u)
+
+/* One device: a single allocation holding the device ID and its rows. */
+struct rec {
+    struct name *owner;   /* interned, NULL: none */
+    struct blob *prefs;   /* NULL: none; replaced in place (atomic) */
+    struct hist *hist;    /* NULL when history_len == 0; shared by versions */
+    uint32_t nrows;
+    uint32_t size;        /* allocation size, for the free seam */
+    uint16_t dev_len;
+    uint8_t dev[];
+};
+#define REC_HDR(dl) ((offsetof(struct rec, dev) + (size_t)(dl) + 7u) & ~(size_t)7u)
+
+static inline struct row *rec_rows(const struct rec *r)
+{
+    return (struct row *)((uint8_t *)r + REC_HDR(r->dev_len));
+}
+static inline struct row *row_next(const struct row *w)
+{
+    return (struct row *)((uint8_t *)w + ROW_SZ(w->uti_len));
+}
+
+/* Index slot. tag 0 = empty, 1 = tombstone, >= 2 = hash of a live key. */
+struct slot {
+    uint64_t tag;
+    void *ptr;
+};
+#define TAG_EMPTY 0u
+#define TAG_TOMB 1u
+
+struct tab {
+    size_t cap; /* power of two */
+    unsigned shift; /* home = tag >> shift: the top bits, so home order is
+                       hash order (engine_iterate relies on it) */
+    struct slot s[];
+};
+
+struct idx {
+    struct tab *cur;   /* readers: acquire load; writer: owner */
+    struct tab *next;  /* writer only: the table being filled */
+    size_t mig;        /* writer only: slots of cur copied into next */
+    size_t live, used; /* cur: live keys, non-empty slots */
+    size_t nlive, nused;
+};
+
+/* Objects retired by the writer, freed together after one grace period. */
+#define RETIRE_N 126
+struct retire {
+    struct rcu_head rcu;
+    engine_t *e;
+    uint32_t n;
+    struct {
+        void *p;
+        size_t size;
+    } v[RETIRE_N];
+};
+
+struct engine {
+    struct idx dix, bix;         /* device index, binding index */
+    struct ntab uris, owners;    /* writer-private intern tables */
+    struct engine_alloc a;
+    size_t limit;
+    uint32_t hlen;
+    struct retire *rb;           /* writer only */
+    size_t rb_bytes;
+    /* Shared counters: written by the writer (or adders for bytes) and read
+     * by anyone with relaxed loads: stats are a snapshot, not a barrier. */
+    uint64_t bytes, rows, devices, resizes, nuris;
+    uint64_t last_lsn;           /* release-stored after each change */
+    uint64_t exp_state;          /* (generation << 32) | lower bound of expiries */
+    int tsan_grace;              /* TSan: models the grace period */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Thread registration                                                       */
+
+/* RCU registration is per thread by nature, so these are the one piece of
+ * process-wide state: a nesting count and a key whose destructor
+ * unregisters a thread the engine registered on its own. */
+static __thread int tls_online;
+static pthread_key_t tls_key;
+static pthread_once_t tls_once = PTHREAD_ONCE_INIT;
+
+static void tls_dtor(void *p)
+{
+    (void)p;
+    if (tls_online > 0) {
+        tls_online = 0;
+        urcu_memb_unregister_thread();
+    }
+}
+static void tls_init(void)
+{
+    ENGINE_PANIC_IF(pthread_key_create(&tls_key, tls_dtor) != 0);
+}
+static void online_slow(void)
+{
+    pthread_once(&tls_once, tls_init);
+    urcu_memb_register_thread();
+    tls_online = 1;
+    pthread_setspecific(tls_key, (void *)1);
+}
+/* A thread that forgot engine_thread_online() is registered on its first
+ * call, and unregistered at its exit; explicit calls stay cheaper to reason
+ * about and are what the contract asks for. */
+static inline void ensure_online(void)
+{
+    if (__builtin_expect(tls_online == 0, 0))
+        online_slow();
+}
+
+void engine_thread_online(engine_t *e)
+{
+    (void)e;
+    if (tls_online++ == 0) {
+        tls_online = 0;
+        online_slow();
+    }
+}
+
+void engine_thread_offline(engine_t *e)
+{
+    (void)e;
+    if (tls_online > 0 && --tls_online == 0) {
+        urcu_memb_unregister_thread();
+        pthread_setspecific(tls_key, NULL);
+    }
+}
+
+static inline void rd_lock(void)
+{
+    ensure_online();
+    urcu_memb_read_lock();
+}
+static inline void rd_unlock(engine_t *e)
+{
+    /* TSan: every read section "releases" into one sync object that the
+     * reclaimer "acquires" after its grace period, which is the
+     * happens-before edge urcu-memb provides with sys_membarrier. */
+    tsan_release(&e->tsan_grace);
+    urcu_memb_read_unlock();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Allocation seam and accounting                                            */
+
+static void *eng_alloc(engine_t *e, size_t size, bool checked)
+{
+    if (checked && e->limit) {
+        /* relaxed: the limit is a budget, not a synchronization point;
+         * concurrent history adders may overshoot it by one entry each. */
+        uint64_t cur = __atomic_load_n(&e->bytes, __ATOMIC_RELAXED);
+        if (cur + size > e->limit)
+            return NULL;
+    }
+    void *p = e->a.alloc ? e->a.alloc(e->a.ctx, size) : malloc(size);
+    if (p)
+        __atomic_fetch_add(&e->bytes, size, __ATOMIC_RELAXED); /* counter only */
+    return p;
+}
+
+static void eng_free(engine_t *e, void *p, size_t size)
+{
+    if (!p)
+        return;
+    if (e->a.free)
+        e->a.free(e->a.ctx, p, size);
+    else
+        free(p);
+    __atomic_fetch_sub(&e->bytes, size, __ATOMIC_RELAXED); /* counter only */
+}
+
+static void retire_cb(struct rcu_head *h)
+{
+    struct retire *rb = caa_container_of(h, struct retire, rcu);
+    tsan_acquire(rb);
+    engine_t *e = rb->e;
+    tsan_acquire(&e->tsan_grace);
+    for (uint32_t i = 0; i < rb->n; i++)
+        eng_free(e, rb->v[i].p, rb->v[i].size);
+    eng_free(e, rb, sizeof *rb);
+}
+
+static void retire_flush(engine_t *e)
+{
+    if (!e->rb)
+        return;
+    tsan_release(e->rb); /* the batch's contents, written by this thread */
+    urcu_memb_call_rcu(&e->rb->rcu, retire_cb);
+    e->rb = NULL;
+    e->rb_bytes = 0;
+}
+
+/* Frees p once no reader can hold it. Never fails: if no batch can be
+ * allocated, wait for a grace period here (the writer blocks, readers
+ * never do) and free at once. */
+static void retire(engine_t *e, void *p, size_t size)
+{
+    if (!p)
+        return;
+    if (!e->rb) {
+        e->rb = eng_alloc(e, sizeof *e->rb, false);
+        if (!e->rb) {
+            urcu_memb_synchronize_rcu();
+            tsan_acquire(&e->tsan_grace);
+            eng_free(e, p, size);
+            return;
+        }
+        e->rb->e = e;
+        e->rb->n = 0;
+    }
+    e->rb->v[e->rb->n].p = p;
+    e->rb->v[e->rb->n].size = size;
+    e->rb_bytes += size;
+    if (++e->rb->n == RETIRE_N || e->rb_bytes >= (64u << 10))
+        retire_flush(e);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hashing                                                                   */
+
+static inline uint64_t fix_tag(uint64_t h)
+{
+    return h < 2 ? h + 2 : h; /* 0 and 1 mark empty and tombstone slots */
+}
+static inline uint64_t dev_hash(const void *d, size_t n)
+{
+    return fix_tag(XXH3_64bits(d, n));
+}
+static uint64_t bind_hash(const void *u, size_t ul, const void *t, size_t tl)
+{
+    uint8_t buf[ENGINE_URI_MAX + ENGINE_ID_MAX];
+    memcpy(buf, u, ul);
+    memcpy(buf + ul, t, tl);
+    return fix_tag(XXH3_64bits(buf, ul + tl));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Intern tables (writer only)                                               */
+
+static struct name *ntab_find(const struct ntab *t, uint64_t h, const void *p,
+                              size_t n)
+{
+    if (!t->cap)
+        return NULL;
+    size_t m = t->cap - 1;
+    for (size_t i = h & m;; i = (i + 1) & m) {
+        struct name *x = t->v[i];
+        if (!x)
+            return NULL;
+        if (x->hash == h && x->len == n && memcmp(x->b, p, n) == 0)
+            return x;
+    }
+}
+
+static void ntab_put(struct ntab *t, struct name *x)
+{
+    size_t m = t->cap - 1, i = x->hash & m;
+    while (t->v[i])
+        i = (i + 1) & m;
+    t->v[i] = x;
+    t->n++;
+}
+
+/* Makes room for one more name; the only step that can fail. */
+static int ntab_reserve(engine_t *e, struct ntab *t)
+{
+    if ((t->n + 1) * 4 <= t->cap * 3)
+        return 0;
+    size_t ncap = t->cap ? t->cap * 2 : 16;
+    struct name **v = eng_alloc(e, ncap * sizeof *v, true);
+    if (!v)
+        return -ENOMEM;
+    memset(v, 0, ncap * sizeof *v);
+    struct ntab nt = {v, ncap, 0};
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->v[i])
+            ntab_put(&nt, t->v[i]);
+    eng_free(e, t->v, t->cap * sizeof *t->v);
+    *t = nt;
+    return 0;
+}
+
+/* Backward-shift deletion: no reader ever sees this table. */
+static void ntab_del(struct ntab *t, struct name *x)
+{
+    size_t m = t->cap - 1, i = x->hash & m;
+    while (t->v[i] != x) {
+        ENGINE_PANIC_IF(!t->v[i]);
+        i = (i + 1) & m;
+    }
+    t->v[i] = NULL;
+    t->n--;
+    for (size_t j = (i + 1) & m; t->v[j]; j = (j + 1) & m) {
+        size_t home = t->v[j]->hash & m;
+        /* move v[j] back to the hole if its home is not in (i, j] */
+        if (((j - home) & m) >= ((j - i) & m)) {
+            t->v[i] = t->v[j];
+            t->v[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+static size_t name_size(size_t n) { return offsetof(struct name, b) + n; }
+
+static struct name *name_new(engine_t *e, uint64_t h, const void *p, size_t n)
+{
+    struct name *x = eng_alloc(e, name_size(n), true);
+    if (!x)
+        return NULL;
+    x->hash = h;
+    x->refs = 0;
+    x->len = (uint16_t)n;
+    memcpy(x->b, p, n);
+    return x;
+}
+
+static void name_unref(engine_t *e, struct ntab *t, struct name *x)
+{
+    if (!x)
+        return;
+    ENGINE_PANIC_IF(x->refs == 0);
+    if (--x->refs == 0) {
+        ntab_del(t, x);
+        retire(e, x, name_size(x->len));
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Index tables                                                              */
+
+#define MIN_CAP 16u
+#define MIG_STEP 64u /* slots copied per write; finishes a 2x grow from 75%
+                        load before 75% + 1/64 of inserts have arrived */
+
+static size_t tab_bytes(size_t cap)
+{
+    return sizeof(struct tab) + cap * sizeof(struct slot);
+}
+
+static struct tab *tab_new(engine_t *e, size_t cap, bool checked)
+{
+    struct tab *t = eng_alloc(e, tab_bytes(cap), checked);
+    if (!t)
+        return NULL;
+    memset(t, 0, tab_bytes(cap));
+    t->cap = cap;
+    t->shift = 64u - (unsigned)__builtin_ctzll(cap);
+    return t;
+}
+
+static size_t cap_for(size_t live)
+{
+    size_t cap = MIN_CAP;
+    while (cap * 3 < live * 8) /* load after a rebuild <= 3/8 */
+        cap <<= 1;
+    return cap;
+}
+
+static inline size_t home_of(const struct tab *t, uint64_t tag)
+{
+    return (size_t)(tag >> t->shift);
+}
+
+static inline uint64_t ld_tag(const struct slot *s)
+{
+    /* acquire: pairs with the release store of the tag in slot_fill, so a
+     * reader that sees a key's tag then sees its pointer (or a newer one),
+     * never the tombstone's NULL that preceded it. */
+    return __atomic_load_n(&s->tag, __ATOMIC_ACQUIRE);
+}
+static inline void *ld_ptr(const struct slot *s)
+{
+    /* consume (acquire in practice): pairs with the release store of the
+     * pointer, so the record's bytes written before publication are seen —
+     * what rcu_dereference promises. */
+    return __atomic_load_n(&s->ptr, __ATOMIC_CONSUME);
+}
+
+static inline void slot_fill(struct slot *s, uint64_t tag, void *p)
+{
+    /* release: the record is fully built before any reader can load p. */
+    __atomic_store_n(&s->ptr, p, __ATOMIC_RELEASE);
+    /* release: a reader acquiring this tag also sees p stored above. */
+    __atomic_store_n(&s->tag, tag, __ATOMIC_RELEASE);
+}
+static inline void slot_kill(struct slot *s)
+{
+    /* release: keeps the order tag-then-pointer for readers; a reader that
+     * still sees the old tag gets the old pointer or NULL, both safe. */
+    __atomic_store_n(&s->tag, (uint64_t)TAG_TOMB, __ATOMIC_RELEASE);
+    /* relaxed: NULL publishes no memory. */
+    __atomic_store_n(&s->ptr, NULL, __ATOMIC_RELAXED);
+}
+
+/* Writer: first empty or tombstone slot for tag (the key is known absent). */
+static size_t tab_put(struct tab *t, uint64_t tag, void *p, bool *was_empty)
+{
+    size_t m = t->cap - 1, i = home_of(t, tag);
+    /* relaxed: only the writer stores slots; it reads its own stores. */
+    while (__atomic_load_n(&t->s[i].tag, __ATOMIC_RELAXED) >= 2)
+        i = (i + 1) & m;
+    *was_empty = __atomic_load_n(&t->s[i].tag, __ATOMIC_RELAXED) == TAG_EMPTY;
+    slot_fill(&t->s[i], tag, p);
+    return i;
+}
+
+/* Writer: the slot holding exactly (tag, p). It must exist. */
+static size_t tab_find_ptr(const struct tab *t, uint64_t tag, const void *p)
+{
+    size_t m = t->cap - 1, i = home_of(t, tag);
+    for (size_t n = 0; n < t->cap; n++, i = (i + 1) & m) {
+        uint64_t g = __atomic_load_n(&t->s[i].tag, __ATOMIC_RELAXED);
+        ENGINE_PANIC_IF(g == TAG_EMPTY);
+        if (g == tag && __atomic_load_n(&t->s[i].ptr, __ATOMIC_RELAXED) == p)
+            return i;
+    }
+    engine_panic(__FILE__, __LINE__, "index slot not found");
+}
+
+static void ix_insert(struct idx *x, uint64_t tag, void *p)
+{
+    bool empty;
+    size_t i = tab_put(x->cur, tag, p, &empty);
+    x->live++;
+    x->used += empty;
+    if (x->next && i < x->mig) { /* already copied: mirror */
+        tab_put(x->next, tag, p, &empty);
+        x->nlive++;
+        x->nused += empty;
+    }
+}
+
+static void ix_set(struct idx *x, size_t i, void *p)
+{
+    struct slot *s = &x->cur->s[i];
+    void *old = __atomic_load_n(&s->ptr, __ATOMIC_RELAXED);
+    uint64_t tag = __atomic_load_n(&s->tag, __ATOMIC_RELAXED);
+    /* release: publishes the new record version (rcu_assign_pointer). */
+    __atomic_store_n(&s->ptr, p, __ATOMIC_RELEASE);
+    if (x->next && i < x->mig) {
+        size_t j = tab_find_ptr(x->next, tag, old);
+        __atomic_store_n(&x->next->s[j].ptr, p, __ATOMIC_RELEASE); /* same */
+    }
+}
+
+static void ix_del(struct idx *x, size_t i)
+{
+    struct slot *s = &x->cur->s[i];
+    void *old = __atomic_load_n(&s->ptr, __ATOMIC_RELAXED);
+    uint64_t tag = __atomic_load_n(&s->tag, __ATOMIC_RELAXED);
+    slot_kill(s);
+    x->live--;
+    if (x->next && i < x->mig) {
+        slot_kill(&x->next->s[tab_find_ptr(x->next, tag, old)]);
+        x->nlive--;
+    }
+}
+
+/* Rebinds the slot (tag, old) to p. */
+static void ix_repoint(struct idx *x, uint64_t tag, const void *old, void *p)
+{
+    ix_set(x, tab_find_ptr(x->cur, tag, old), p);
+}
+static void ix_remove(struct idx *x, uint64_t tag, const void *old)
+{
+    ix_del(x, tab_find_ptr(x->cur, tag, old));
+}
+
+static int ix_start(engine_t *e, struct idx *x, size_t live, bool checked)
+{
+    struct tab *t = tab_new(e, cap_for(live), checked);
+    if (!t)
+        return -ENOMEM;
+    x->next = t;
+    x->mig = 0;
+    x->nlive = x->nused = 0;
+    return 0;
+}
+
+/* Copies up to k slots into the next table; publishes it when complete.
+ * Called only at the start of a write, before any slot index is held. */
+static void ix_step(engine_t *e, struct idx *x, size_t k)
+{
+    if (!x->next)
+        return;
+    struct tab *c = x->cur;
+    while (k-- && x->mig < c->cap) {
+        struct slot *s = &c->s[x->mig++];
+        uint64_t tag = __atomic_load_n(&s->tag, __ATOMIC_RELAXED);
+        void *p = __atomic_load_n(&s->ptr, __ATOMIC_RELAXED);
+        if (tag >= 2 && p) {
+            bool empty;
+            tab_put(x->next, tag, p, &empty);
+            x->nlive++;
+            x->nused += empty;
+        }
+    }
+    if (x->mig < c->cap)
+        return;
+    ENGINE_PANIC_IF(x->nlive != x->live);
+    /* release: a reader that acquires the new table pointer sees every slot
+     * copied into it (slot stores are ordered before this store). */
+    __atomic_store_n(&x->cur, x->next, __ATOMIC_RELEASE);
+    x->live = x->nlive;
+    x->used = x->nused;
+    x->next = NULL;
+    x->mig = 0;
+    retire(e, c, tab_bytes(c->cap));
+    /* relaxed: statistics counter, one writer. */
+    __atomic_store_n(&e->resizes, e->resizes + 1, __ATOMIC_RELAXED);
+}
+
+/* Before inserting add keys: maybe start a rebuild. -ENOMEM only if the
+ * table is too full to take the keys without one. Never moves slots. */
+static int ix_reserve(engine_t *e, struct idx *x, size_t add)
+{
+    size_t cap = x->cur->cap;
+    if (!x->next && (x->used + add) * 4 > cap * 3)
+        ix_start(e, x, x->live + add, true); /* failure tolerated below */
+    if ((x->used + add) * 10 > cap * 9)
+        return -ENOMEM;
+    return 0;
+}
+
+/* After removals: shrink a mostly empty table (best effort). */
+static void ix_maybe_shrink(engine_t *e, struct idx *x)
+{
+    if (!x->next && x->cur->cap > MIN_CAP && x->live * 8 < x->cur->cap &&
+        cap_for(x->live) < x->cur->cap)
+        ix_start(e, x, x->live, false);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lookups                                                                   */
+
+static inline bool row_is(const struct row *w, const void *u, size_t ul,
+                          const void *t, size_t tl)
+{
+    return w->uti_len == tl && w->uri->len == ul &&
+           memcmp(w->uti, t, tl) == 0 && memcmp(w->uri->b, u, ul) == 0;
+}
+
+static const struct row *rec_find_row(const struct rec *r, const void *u,
+                                      size_t ul, const void *t, size_t tl)
+{
+    const struct row *w = rec_rows(r);
+    for (uint32_t i = 0; i < r->nrows; i++, w = row_next(w))
+        if (row_is(w, u, ul, t, tl))
+            return w;
+    return NULL;
+}
+
+/* Reader or writer: the device record, or NULL. Returns the slot index in
+ * *slot_i when not NULL. */
+static struct rec *dev_find(const struct tab *t, uint64_t h, const void *d,
+                            size_t n, size_t *slot_i)
+{
+    size_t m = t->cap - 1, i = home_of(t, h);
+    for (;;) {
+        uint64_t g = ld_tag(&t->s[i]);
+        if (g == TAG_EMPTY)
+            return NULL;
+        if (g == h) {
+            struct rec *r = ld_ptr(&t->s[i]);
+            if (r && r->dev_len == n && memcmp(r->dev, d, n) == 0) {
+                if (slot_i)
+                    *slot_i = i;
+                return r;
+            }
+        }
+        i = (i + 1) & m;
+    }
+}
+
+static struct rec *bind_find(const struct tab *t, uint64_t h, const void *u,
+                             size_t ul, const void *ut, size_t tl,
+                             const struct row **wp)
+{
+    size_t m = t->cap - 1, i = home_of(t, h);
+    for (;;) {
+        uint64_t g = ld_tag(&t->s[i]);
+        if (g == TAG_EMPTY)
+            return NULL;
+        if (g == h) {
+            struct rec *r = ld_ptr(&t->s[i]);
+            const struct row *w = r ? rec_find_row(r, u, ul, ut, tl) : NULL;
+            if (w) {
+                *wp = w;
+                return r;
+            }
+        }
+        i = (i + 1) & m;
+    }
+}
+
+static inline struct tab *cur_tab(const struct idx *x)
+{
+    /* consume: the table's slots were written before its publication. */
+    return __atomic_load_n(&x->cur, __ATOMIC_CONSUME);
+}
+
+static void row_view(struct engine_row *v, const struct rec *r,
+                     const struct blob *pf, const struct row *w)
+{
+    v->device = r->dev;
+    v->device_len = r->dev_len;
+    v->owner = r->owner ? r->owner->b : NULL;
+    v->owner_len = r->owner ? r->owner->len : 0;
+    v->prefs = pf ? pf->b : NULL;
+    v->prefs_len = pf ? pf->len : 0;
+    if (w) {
+        v->uri = w->uri->b;
+        v->uri_len = w->uri->len;
+        v->uti = w->uti;
+        v->uti_len = w->uti_len;
+        v->expires_at = w->exp;
+        v->lsn = w->lsn;
+    } else {
+        v->uri = v->uti = NULL;
+        v->uri_len = v->uti_len = 0;
+        v->expires_at = 0;
+        v->lsn = 0;
+    }
+}
+
+static inline const struct blob *rec_prefs(const struct rec *r)
+{
+    /* consume: the blob's bytes were written before set_prefs stored it. */
+    return __atomic_load_n(&r->prefs, __ATOMIC_CONSUME);
+}
+
+static int visit_rows(const struct rec *r, engine_row_fn fn, void *arg)
+{
+    const struct blob *pf = rec_prefs(r);
+    const struct row *w = rec_rows(r);
+    for (uint32_t i = 0; i < r->nrows; i++, w = row_next(w)) {
+        if (fn) {
+            struct engine_row v;
+            row_view(&v, r, pf, w);
+            int rc = fn(arg, &v);
+            if (rc)
+                return rc;
+        }
+    }
+    return (int)r->nrows;
+}
+
+static inline bool bad_id(size_t n) { return n == 0 || n > ENGINE_ID_MAX; }
+static inline bool bad_uri(const void *u, size_t n)
+{
+    return n == 0 || n > ENGINE_URI_MAX || !u || memchr(u, 0, n) != NULL;
+}
+
+static inline uint64_t ld_lsn(engine_t *e)
+{
+    /* acquire: pairs with the writer's release after applying a change, so
+     * the state read afterwards is at least as new as this LSN. */
+    return __atomic_load_n(&e->last_lsn, __ATOMIC_ACQUIRE);
+}
+
+int engine_inquire_device(engine_t *e, const void *dev, size_t dev_len,
+                          engine_row_fn fn, void *arg, uint64_t *lsn)
+{
+    if (!dev || bad_id(dev_len))
+        return -EINVAL;
+    uint64_t h = dev_hash(dev, dev_len);
+    rd_lock();
+    if (lsn)
+        *lsn = ld_lsn(e);
+    const struct rec *r = dev_find(cur_tab(&e->dix), h, dev, dev_len, NULL);
+    int rc = (r && r->nrows) ? visit_rows(r, fn, arg) : -ENOENT;
+    rd_unlock(e);
+    return rc;
+}
+
+int engine_inquire_binding(engine_t *e, const void *uri, size_t uri_len,
+                           const void *uti, size_t uti_len, engine_row_fn fn,
+                           void *arg, uint64_t *lsn)
+{
+    if (bad_uri(uri, uri_len) || !uti || bad_id(uti_len))
+        return -EINVAL;
+    uint64_t h = bind_hash(uri, uri_len, uti, uti_len);
+    rd_lock();
+    if (lsn)
+        *lsn = ld_lsn(e);
+    const struct row *w = NULL;
+    const struct rec *r =
+        bind_find(cur_tab(&e->bix), h, uri, uri_len, uti, uti_len, &w);
+    int rc = -ENOENT;
+    if (r) {
+        rc = 1;
+        if (fn) {
+            struct engine_row v;
+            row_view(&v, r, rec_prefs(r), w);
+            int x = fn(arg, &v);
+            if (x)
+                rc = x;
+        }
+    }
+    rd_unlock(e);
+    return rc;
+}
+
+#define BATCH 16
+void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
+                                 size_t n, engine_row_fn fn, void *arg,
+                                 int *results)
+{
+    rd_lock();
+    const struct tab *t = cur_tab(&e->dix);
+    for (size_t base = 0; base < n; base += BATCH) {
+        size_t k = n - base < BATCH ? n - base : BATCH;
+        uint64_t h[BATCH];
+        /* Stage 1: hash every key and prefetch its home slot. */
+        for (size_t i = 0; i < k; i++) {
+            const struct engine_key *q = &keys[base + i];
+            if (!q->p || bad_id(q->len)) {
+                h[i] = 0;
+                continue;
+            }
+            h[i] = dev_hash(q->p, q->len);
+            __builtin_prefetch(&t->s[home_of(t, h[i])]);
+        }
+        /* Stage 2: prefetch the record the home slot points at. */
+        for (size_t i = 0; i < k; i++) {
+            if (!h[i])
+                continue;
+            const struct slot *s = &t->s[home_of(t, h[i])];
+            if (ld_tag(s) == h[i]) {
+                const void *p = ld_ptr(s);
+                if (p)
+                    __builtin_prefetch(p);
+            }
+        }
+        /* Stage 3: the lookups proper, in key order. */
+        for (size_t i = 0; i < k; i++) {
+            const struct engine_key *q = &keys[base + i];
+            if (!h[i]) {
+                results[base + i] = -EINVAL;
+                continue;
+            }
+            const struct rec *r = dev_find(t, h[i], q->p, q->len, NULL);
+            results[base + i] = (r && r->nrows) ? visit_rows(r, fn, arg)
+                                                : -ENOENT;
+        }
+    }
+    rd_unlock(e);
+}
+
+int engine_device_info(engine_t *e, const void *dev, size_t dev_len,
+                       engine_row_fn fn, void *arg)
+{
+    if (!dev || bad_id(dev_len))
+        return -EINVAL;
+    uint64_t h = dev_hash(dev, dev_len);
+    rd_lock();
+    const struct rec *r = dev_find(cur_tab(&e->dix), h, dev, dev_len, NULL);
+    int rc = -ENOENT;
+    if (r) {
+        rc = 0;
+        if (fn) {
+            struct engine_row v;
+            row_view(&v, r, rec_prefs(r), NULL);
+            rc = fn(arg, &v);
+        }
+    }
+    rd_unlock(e);
+    return rc;
+}
+
+/* --- iteration in hash order -------------------------------------------- */
+
+struct cand {
+    uint64_t tag;
+    const struct rec *r;
+};
+
+/* Collects the live records whose home lies in [a, a+w) and whose tag is
+ * >= from, sorted by tag. Returns the count, or -1 if more than cap. */
+static long gather(const struct tab *t, size_t a, size_t w, uint64_t from,
+                   struct cand *c, size_t cap)
+{
+    size_t m = t->cap - 1, n = 0;
+    size_t last = a + w - 1; /* home index of the window's last bucket */
+    /* Entries with home h sit in the run of non-empty slots starting at h,
+     * so scanning from a until the first empty slot at or after last finds
+     * every entry whose home is in the window (wrapping at the end). */
+    for (size_t k = 0; k < t->cap; k++) {
+        size_t i = (a + k) & m;
+        uint64_t g = ld_tag(&t->s[i]);
+        if (g == TAG_EMPTY && a + k >= last)
+            break;
+        if (g < 2)
+            continue;
+        size_t hm = home_of(t, g);
+        if (hm < a || hm > last || g < from)
+            continue;
+        const struct rec *r = ld_ptr(&t->s[i]);
+        if (!r || !r->nrows)
+            continue;
+        if (n == cap)
+            return -1;
+        size_t j = n++;
+        while (j > 0 && c[j - 1].tag > g) { /* insertion sort: windows are small */
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j].tag = g;
+        c[j].r = r;
+    }
+    return (long)n;
+}
+
+int engine_iterate(engine_t *e, uint64_t *cursor, size_t max, engine_row_fn fn,
+                   void *arg)
+{
+    struct cand stack_c[256];
+    struct cand *c = stack_c;
+    size_t ccap = 256, cbytes = 0;
+    uint64_t from = *cursor;
+    int visited = 0;
+
+    if (max == 0)
+        return 0;
+    rd_lock();
+    const struct tab *t = cur_tab(&e->dix);
+    size_t a = home_of(t, from);
+    size_t w = 64;
+    while (a < t->cap) {
+        if (w > t->cap - a)
+            w = t->cap - a;
+        long n = gather(t, a, w, from, c, ccap);
+        if (n < 0) {
+            if (w > 1) {
+                w /= 2;
+                continue;
+            }
+            /* One bucket with more than 256 keys: only under a hash flood. */
+            if (c != stack_c)
+                eng_free(e, c, cbytes);
+            cbytes = t->cap * sizeof *c;
+            c = eng_alloc(e, cbytes, false);
+            if (!c) {
+                rd_unlock(e);
+                return -ENOMEM;
+            }
+            ccap = t->cap;
+            continue;
+        }
+        for (long i = 0; i < n;) {
+            /* Equal tags (a 64-bit collision) are never split across calls:
+             * the cursor is a tag. */
+            long j = i;
+            size_t rows = 0;
+            while (j < n && c[j].tag == c[i].tag)
+                rows += c[j++].r->nrows;
+            if (visited > 0 && (size_t)visited + rows > max) {
+                *cursor = c[i].tag;
+                goto out;
+            }
+            for (; i < j; i++) {
+                const struct rec *r = c[i].r;
+                const struct blob *pf = rec_prefs(r);
+                const struct row *rw = rec_rows(r);
+                for (uint32_t k = 0; k < r->nrows; k++, rw = row_next(rw)) {
+                    if (fn) {
+                        struct engine_row v;
+                        row_view(&v, r, pf, rw);
+                        int rc = fn(arg, &v);
+                        if (rc) { /* stopped: resume at this group */
+                            *cursor = c[i].tag;
+                            visited = rc;
+                            goto out;
+                        }
+                    }
+                    visited++;
+                }
+            }
+        }
+        a += w;
+        if (a >= t->cap) {
+            *cursor = 0; /* done */
+            goto out;
+        }
+        from = (uint64_t)a << t->shift;
+        *cursor = from;
+        if ((size_t)visited >= max)
+            goto out;
+        if (w < 64)
+            w *= 2;
+    }
+    *cursor = 0;
+out:
+    rd_unlock(e);
+    if (c != stack_c)
+        eng_free(e, c, cbytes);
+    return visited;
+}
+
+/* --- expiry --------------------------------------------------------------- */
+
+#define EXP_NONE UINT32_MAX
+
+static void exp_lower(engine_t *e, uint32_t exp)
+{
+    if (!exp)
+        return;
+    /* relaxed load, then CAS with relaxed orders: exp_state orders nothing
+     * else; the generation bump tells a concurrent collector its scan may
+     * have missed this row, so it must not raise the bound. */
+    uint64_t s = __atomic_load_n(&e->exp_state, __ATOMIC_RELAXED), ns;
+    do {
+        uint32_t lo = (uint32_t)s;
+        ns = (((s >> 32) + 1) << 32) | (exp < lo ? exp : lo);
+    } while (!__atomic_compare_exchange_n(&e->exp_state, &s, ns, true,
+                                          __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+}
+
+int engine_collect_expired(engine_t *e, uint32_t now, size_t max,
+                           engine_row_fn fn, void *arg)
+{
+    uint64_t s0 = __atomic_load_n(&e->exp_state, __ATOMIC_RELAXED);
+    if ((uint32_t)s0 > now || max == 0)
+        return 0; /* nothing can have expired yet */
+    int visited = 0;
+    uint32_t lo = EXP_NONE;
+    bool complete = true;
+    rd_lock();
+    const struct tab *t = cur_tab(&e->dix);
+    for (size_t i = 0; i < t->cap; i++) {
+        if (ld_tag(&t->s[i]) < 2)
+            continue;
+        const struct rec *r = ld_ptr(&t->s[i]);
+        if (!r)
+            continue;
+        const struct blob *pf = NULL;
+        const struct row *w = rec_rows(r);
+        for (uint32_t k = 0; k < r->nrows; k++, w = row_next(w)) {
+            if (!w->exp)
+                continue;
+            if (w->exp < lo)
+                lo = w->exp;
+            if (w->exp > now)
+                continue;
+            if ((size_t)visited == max) {
+                complete = false;
+                goto out;
+            }
+            if (fn) {
+                struct engine_row v;
+                if (!pf)
+                    pf = rec_prefs(r);
+                row_view(&v, r, pf, w);
+                int rc = fn(arg, &v);
+                if (rc) {
+                    visited = rc;
+                    complete = false;
+                    goto out;
+                }
+            }
+            visited++;
+        }
+    }
+out:
+    rd_unlock(e);
+    if (complete) {
+        /* Raise the bound only if no map happened since s0 (same
+         * generation): relaxed, as in exp_lower. */
+        uint64_t ns = (s0 & ~(uint64_t)UINT32_MAX) | lo;
+        __atomic_compare_exchange_n(&e->exp_state, &s0, ns, false,
+                                    __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+    }
+    return visited;
+}
+
+void engine_stats(engine_t *e, struct engine_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    /* relaxed everywhere: a snapshot of counters, not of one state. */
+    st->rows = __atomic_load_n(&e->rows, __ATOMIC_RELAXED);
+    st->devices = __atomic_load_n(&e->devices, __ATOMIC_RELAXED);
+    st->bytes = __atomic_load_n(&e->bytes, __ATOMIC_RELAXED);
+    st->resizes = __atomic_load_n(&e->resizes, __ATOMIC_RELAXED);
+    st->last_lsn = ld_lsn(e);
+    rd_lock();
+    st->device_slots = cur_tab(&e->dix)->cap;
+    st->binding_slots = cur_tab(&e->bix)->cap;
+    rd_unlock(e);
+    /* The intern table is writer-private: its count is mirrored in nuris. */
+    st->uris = __atomic_load_n(&e->nuris, __ATOMIC_RELAXED);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writers                                                                   */
+
+static inline void set_counter(uint64_t *c, uint64_t v)
+{
+    __atomic_store_n(c, v, __ATOMIC_RELAXED); /* statistics, one writer */
+}
+
+static void publish_lsn(engine_t *e, uint64_t lsn)
+{
+    set_counter(&e->nuris, e->uris.n);
+    if (lsn > e->last_lsn)
+        /* release: every slot store of this change precedes it (ld_lsn). */
+        __atomic_store_n(&e->last_lsn, lsn, __ATOMIC_RELEASE);
+}
+
+static void write_begin(engine_t *e)
+{
+    ensure_online(); /* call_rcu wants a registered thread */
+    ix_step(e, &e->dix, MIG_STEP);
+    ix_step(e, &e->bix, MIG_STEP);
+}
+
+static size_t rec_size(size_t dev_len, size_t rows_bytes)
+{
+    return REC_HDR(dev_len) + rows_bytes;
+}
+
+static size_t rows_bytes(const struct rec *r)
+{
+    return r->size - REC_HDR(r->dev_len);
+}
+
+static size_t hist_size(uint32_t len)
+{
+    return sizeof(struct hist) + (size_t)len * sizeof(struct hent *);
+}
+
+static size_t hent_size(const struct hent *h)
+{
+    return sizeof *h + (size_t)h->plen + h->ulen + h->tlen;
+}
+
+static struct rec *rec_alloc(engine_t *e, size_t dev_len, size_t rbytes,
+                             bool checked)
+{
+    size_t sz = rec_size(dev_len, rbytes);
+    if (sz > UINT32_MAX)
+        return NULL;
+    struct rec *r = eng_alloc(e, sz, checked);
+    if (r)
+        r->size = (uint32_t)sz;
+    return r;
+}
+
+static void rec_header_from(struct rec *n, const struct rec *o)
+{
+    n->owner = o->owner;
+    n->prefs = o->prefs; /* writer: its own latest store */
+    n->hist = o->hist;
+    n->dev_len = o->dev_len;
+    memcpy(n->dev, o->dev, o->dev_len);
+}
+
+/* Repoints the binding slots of every row of old (except skip) to nr. */
+static void rebind_rows(engine_t *e, const struct rec *old, struct rec *nr,
+                        const struct row *skip)
+{
+    const struct row *w = rec_rows(old);
+    for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w)) {
+        if (w == skip)
+            continue;
+        uint64_t h = bind_hash(w->uri->b, w->uri->len, w->uti, w->uti_len);
+        ix_repoint(&e->bix, h, old, nr);
+    }
+}
+
+int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
+               uint64_t *row_lsn)
+{
+    if (!rq || !rq->dev || bad_id(rq->dev_len) ||
+        bad_uri(rq->uri, rq->uri_len) || !rq->uti || bad_id(rq->uti_len) ||
+        rq->owner_len > ENGINE_NAME_MAX || (rq->owner_len && !rq->owner))
+        return -EINVAL;
+    write_begin(e);
+
+    uint64_t bh = bind_hash(rq->uri, rq->uri_len, rq->uti, rq->uti_len);
+    const struct row *bw = NULL;
+    struct rec *br = bind_find(e->bix.cur, bh, rq->uri, rq->uri_len, rq->uti,
+                               rq->uti_len, &bw);
+    if (br) {
+        if (br->dev_len != rq->dev_len ||
+            memcmp(br->dev, rq->dev, rq->dev_len) != 0)
+            return -EEXIST; /* bound to another device */
+        if (rq->cas && rq->cas != bw->lsn)
+            return -EEXIST;
+        if (row_lsn)
+            *row_lsn = bw->lsn;
+        return 1;
+    }
+    if (rq->cas)
+        return -EEXIST; /* no row can have that LSN */
+
+    uint64_t dh = dev_hash(rq->dev, rq->dev_len);
+    size_t di = 0;
+    struct rec *old = dev_find(e->dix.cur, dh, rq->dev, rq->dev_len, &di);
+    if (old && old->nrows == UINT32_MAX)
+        return -ENOMEM;
+
+    /* Phase 1: everything that can fail. */
+    if (ix_reserve(e, &e->bix, 1) < 0)
+        return -ENOMEM;
+    if (!old && ix_reserve(e, &e->dix, 1) < 0)
+        return -ENOMEM;
+    uint64_t uh = XXH3_64bits(rq->uri, rq->uri_len);
+    struct name *u = ntab_find(&e->uris, uh, rq->uri, rq->uri_len);
+    struct name *nu = NULL, *no = NULL;
+    struct hist *hs = NULL;
+    struct name *ow = old ? old->owner : NULL;
+    if (!u) {
+        if (ntab_reserve(e, &e->uris) < 0 ||
+            !(nu = name_new(e, uh, rq->uri, rq->uri_len)))
+            return -ENOMEM;
+        u = nu;
+    }
+    if (rq->owner_len) {
+        uint64_t oh = XXH3_64bits(rq->owner, rq->owner_len);
+        ow = ntab_find(&e->owners, oh, rq->owner, rq->owner_len);
+        if (!ow) {
+            if (ntab_reserve(e, &e->owners) < 0 ||
+                !(no = name_new(e, oh, rq->owner, rq->owner_len)))
+                goto nomem;
+            ow = no;
+        }
+    }
+    if (!old && e->hlen) {
+        hs = eng_alloc(e, hist_size(e->hlen), true);
+        if (!hs)
+            goto nomem;
+        memset(hs, 0, hist_size(e->hlen));
+    }
+    size_t ob = old ? rows_bytes(old) : 0;
+    struct rec *nr = rec_alloc(e, rq->dev_len, ob + ROW_SZ(rq->uti_len), true);
+    if (!nr)
+        goto nomem;
+
+    /* Phase 2: build and publish; nothing below fails. */
+    if (old) {
+        rec_header_from(nr, old);
+        memcpy(rec_rows(nr), rec_rows(old), ob);
+        nr->nrows = old->nrows + 1;
+    } else {
+        nr->prefs = NULL;
+        nr->hist = hs;
+        nr->dev_len = (uint16_t)rq->dev_len;
+        memcpy(nr->dev, rq->dev, rq->dev_len);
+        nr->nrows = 1;
+    }
+    struct name *prev_owner = old ? old->owner : NULL;
+    nr->owner = ow;
+    struct row *w = (struct row *)((uint8_t *)rec_rows(nr) + ob);
+    w->uri = u;
+    w->lsn = lsn;
+    w->exp = rq->expires_at;
+    w->uti_len = (uint8_t)rq->uti_len;
+    memcpy(w->uti, rq->uti, rq->uti_len);
+    size_t pad = ROW_SZ(rq->uti_len) - offsetof(struct row, uti) - rq->uti_len;
+    memset(w->uti + rq->uti_len, 0, pad);
+
+    if (nu)
+        ntab_put(&e->uris, nu);
+    u->refs++;
+    if (no)
+        ntab_put(&e->owners, no);
+    if (ow != prev_owner && ow)
+        ow->refs++;
+    exp_lower(e, rq->expires_at);
+
+    if (old) {
+        ix_set(&e->dix, di, nr); /* linearization point for device readers */
+        rebind_rows(e, old, nr, NULL);
+    } else {
+        ix_insert(&e->dix, dh, nr);
+        set_counter(&e->devices, e->devices + 1);
+    }
+    ix_insert(&e->bix, bh, nr);
+    set_counter(&e->rows, e->rows + 1);
+    if (old) {
+        if (ow != prev_owner)
+            name_unref(e, &e->owners, prev_owner);
+        retire(e, old, old->size);
+    }
+    publish_lsn(e, lsn);
+    if (row_lsn)
+        *row_lsn = lsn;
+    return 0;
+
+nomem:
+    if (nu)
+        eng_free(e, nu, name_size(nu->len));
+    if (no)
+        eng_free(e, no, name_size(no->len));
+    if (hs)
+        eng_free(e, hs, hist_size(e->hlen));
+    return -ENOMEM;
+}
+
+/* Removes from the record in device slot di every row for which pick()
+ * says so. Returns the number removed (maybe 0) or -ENOMEM (nothing
+ * changed). The device disappears with its last row unless it keeps
+ * history. */
+typedef bool (*pick_fn)(const struct row *w, const void *ctx);
+
+static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
+                       const void *ctx, engine_row_fn on_removed, void *arg)
+{
+    uint32_t k = 0;
+    size_t keep_bytes = 0;
+    const struct row *w = rec_rows(old);
+    for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w)) {
+        if (pick(w, ctx))
+            k++;
+        else
+            keep_bytes += ROW_SZ(w->uti_len);
+    }
+    if (!k)
+        return 0;
+    bool drop = (k == old->nrows && !e->hlen);
+    struct rec *nr = NULL;
+    if (!drop) {
+        /* Unchecked: removing rows must work at the memory limit. */
+        nr = rec_alloc(e, old->dev_len, keep_bytes, false);
+        if (!nr)
+            return -ENOMEM;
+        rec_header_from(nr, old);
+        nr->nrows = old->nrows - k;
+        uint8_t *dst = (uint8_t *)rec_rows(nr);
+        w = rec_rows(old);
+        for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w))
+            if (!pick(w, ctx)) {
+                memcpy(dst, w, ROW_SZ(w->uti_len));
+                dst += ROW_SZ(w->uti_len);
+            }
+    }
+    /* Publish: binding slots first, so a binding reader never finds a row
+     * after device readers stopped seeing it. */
+    const struct blob *pf = old->prefs;
+    w = rec_rows(old);
+    for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w)) {
+        uint64_t h = bind_hash(w->uri->b, w->uri->len, w->uti, w->uti_len);
+        if (pick(w, ctx)) {
+            if (on_removed) {
+                struct engine_row v;
+                row_view(&v, old, pf, w);
+                on_removed(arg, &v);
+            }
+            ix_remove(&e->bix, h, old);
+        } else {
+            ix_repoint(&e->bix, h, old, nr);
+        }
+    }
+    if (drop) {
+        ix_del(&e->dix, di);
+        set_counter(&e->devices, e->devices - 1);
+    } else {
+        ix_set(&e->dix, di, nr);
+    }
+    set_counter(&e->rows, e->rows - k);
+    /* Drop references only after the row bytes were read above. */
+    w = rec_rows(old);
+    for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w))
+        if (pick(w, ctx))
+            name_unref(e, &e->uris, (struct name *)w->uri);
+    if (drop) {
+        name_unref(e, &e->owners, old->owner);
+        retire(e, old->prefs, old->prefs ? sizeof(struct blob) + old->prefs->len : 0);
+    }
+    retire(e, old, old->size);
+    return (int)k;
+}
+
+struct one_row {
+    const void *u, *t;
+    size_t ul, tl;
+};
+static bool pick_one(const struct row *w, const void *ctx)
+{
+    const struct one_row *o = ctx;
+    return row_is(w, o->u, o->ul, o->t, o->tl);
+}
+static bool pick_all(const struct row *w, const void *ctx)
+{
+    (void)w;
+    (void)ctx;
+    return true;
+}
+static bool pick_uri(const struct row *w, const void *ctx)
+{
+    return w->uri == ctx;
+}
+
+static void write_end(engine_t *e, uint64_t lsn)
+{
+    ix_maybe_shrink(e, &e->dix);
+    ix_maybe_shrink(e, &e->bix);
+    publish_lsn(e, lsn);
+}
+
+int engine_demap(engine_t *e, const void *dev, size_t dev_len, const void *uri,
+                 size_t uri_len, const void *uti, size_t uti_len, uint64_t cas,
+                 uint64_t lsn, engine_row_fn on_removed, void *arg)
+{
+    if (!dev || bad_id(dev_len) || bad_uri(uri, uri_len) || !uti ||
+        bad_id(uti_len))
+        return -EINVAL;
+    write_begin(e);
+    size_t di;
+    struct rec *r = dev_find(e->dix.cur, dev_hash(dev, dev_len), dev, dev_len,
+                             &di);
+    const struct row *w = r ? rec_find_row(r, uri, uri_len, uti, uti_len) : NULL;
+    if (!w)
+        return -ENOENT;
+    if (cas && cas != w->lsn)
+        return -EEXIST;
+    struct one_row o = {uri, uti, uri_len, uti_len};
+    int rc = remove_rows(e, di, r, pick_one, &o, on_removed, arg);
+    if (rc < 0)
+        return rc;
+    write_end(e, lsn);
+    return 0;
+}
+
+int engine_demap_device(engine_t *e, const void *dev, size_t dev_len,
+                        uint64_t lsn, engine_row_fn on_removed, void *arg)
+{
+    if (!dev || bad_id(dev_len))
+        return -EINVAL;
+    write_begin(e);
+    size_t di;
+    struct rec *r = dev_find(e->dix.cur, dev_hash(dev, dev_len), dev, dev_len,
+                             &di);
+    if (!r || !r->nrows)
+        return -ENOENT;
+    int rc = remove_rows(e, di, r, pick_all, NULL, on_removed, arg);
+    if (rc > 0)
+        write_end(e, lsn);
+    return rc;
+}
+
+int engine_demap_binding(engine_t *e, const void *uri, size_t uri_len,
+                         const void *uti, size_t uti_len, uint64_t lsn,
+                         engine_row_fn on_removed, void *arg)
+{
+    if (bad_uri(uri, uri_len) || !uti || bad_id(uti_len))
+        return -EINVAL;
+    write_begin(e);
+    const struct row *w = NULL;
+    struct rec *r = bind_find(e->bix.cur,
+                              bind_hash(uri, uri_len, uti, uti_len), uri,
+                              uri_len, uti, uti_len, &w);
+    if (!r)
+        return -ENOENT;
+    size_t di;
+    struct rec *r2 = dev_find(e->dix.cur, dev_hash(r->dev, r->dev_len), r->dev,
+                              r->dev_len, &di);
+    ENGINE_PANIC_IF(r2 != r);
+    struct one_row o = {uri, uti, uri_len, uti_len};
+    int rc = remove_rows(e, di, r, pick_one, &o, on_removed, arg);
+    if (rc > 0)
+        write_end(e, lsn);
+    return rc;
+}
+
+/* Full scan of the device index (documented: DEMAP_SERVICE is rare), cut
+ * short once the URI's reference count says every row was found. */
+int engine_demap_service(engine_t *e, const void *uri, size_t uri_len,
+                         uint64_t lsn, engine_row_fn on_removed, void *arg)
+{
+    if (bad_uri(uri, uri_len))
+        return -EINVAL;
+    write_begin(e);
+    struct name *u = ntab_find(&e->uris, XXH3_64bits(uri, uri_len), uri,
+                               uri_len);
+    if (!u)
+        return -ENOENT;
+    uint32_t left = u->refs; /* u may be retired as its last row goes */
+    int total = 0;
+    struct tab *t = e->dix.cur;
+    for (size_t i = 0; i < t->cap && left; i++) {
+        if (__atomic_load_n(&t->s[i].tag, __ATOMIC_RELAXED) < 2)
+            continue;
+        struct rec *r = __atomic_load_n(&t->s[i].ptr, __ATOMIC_RELAXED);
+        if (!r)
+            continue;
+        int rc = remove_rows(e, i, r, pick_uri, u, on_removed, arg);
+        if (rc < 0) {
+            /* Rows removed so far stay removed (each is a whole change);
+             * the caller sees a partial count only through on_removed. */
+            if (total)
+                write_end(e, lsn);
+            return rc;
+        }
+        total += rc;
+        left -= (uint32_t)rc;
+    }
+    ENGINE_PANIC_IF(left != 0);
+    write_end(e, lsn);
+    return total;
+}
+
+int engine_set_prefs(engine_t *e, const void *dev, size_t dev_len,
+                     const void *prefs, size_t len, uint64_t lsn)
+{
+    if (!dev || bad_id(dev_len) || (len && !prefs) || len > UINT32_MAX - 64)
+        return -EINVAL;
+    write_begin(e);
+    size_t di;
+    struct rec *r = dev_find(e->dix.cur, dev_hash(dev, dev_len), dev, dev_len,
+                             &di);
+    if (!r || !r->nrows)
+        return -ENOENT;
+    struct blob *b = NULL;
+    if (len) {
+        b = eng_alloc(e, sizeof *b + len, true);
+        if (!b)
+            return -ENOMEM;
+        b->len = (uint32_t)len;
+        memcpy(b->b, prefs, len);
+    }
+    struct blob *old = r->prefs;
+    /* release: readers of this record version acquire the blob's bytes.
+     * Older versions still point at the old blob, retired below. Newer
+     * versions copy this pointer (rec_header_from). */
+    __atomic_store_n(&r->prefs, b, __ATOMIC_RELEASE);
+    if (old)
+        retire(e, old, sizeof *old + old->len);
+    write_end(e, lsn);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* History                                                                   */
+
+static void hent_cb(struct rcu_head *h)
+{
+    struct hent *x = caa_container_of(h, struct hent, rcu);
+    tsan_acquire(x);
+    tsan_acquire(&x->e->tsan_grace);
+    eng_free(x->e, x, hent_size(x));
+}
+
+int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
+                       const struct engine_hist *h)
+{
+    if (!dev || bad_id(dev_len) || !h || h->principal_len > ENGINE_NAME_MAX ||
+        h->uri_len > ENGINE_URI_MAX || h->uti_len > ENGINE_ID_MAX ||
+        (h->principal_len && !h->principal) || (h->uri_len && !h->uri) ||
+        (h->uti_len && !h->uti))
+        return -EINVAL;
+    uint64_t dh = dev_hash(dev, dev_len);
+    rd_lock();
+    struct rec *r = dev_find(cur_tab(&e->dix), dh, dev, dev_len, NULL);
+    if (!r) {
+        rd_unlock(e);
+        return -ENOENT;
+    }
+    struct hist *hs = r->hist; /* immutable in every version */
+    if (!hs) {
+        rd_unlock(e);
+        return 0; /* history_len == 0: nothing is kept */
+    }
+    size_t sz = sizeof(struct hent) + (size_t)h->principal_len + h->uri_len +
+                h->uti_len;
+    struct hent *x = eng_alloc(e, sz, true);
+    if (!x) {
+        rd_unlock(e);
+        return -ENOMEM;
+    }
+    x->e = e;
+    x->micros = h->micros;
+    x->event = h->event;
+    x->plen = h->principal_len;
+    x->ulen = h->uri_len;
+    x->tlen = h->uti_len;
+    if (x->plen)
+        memcpy(x->b, h->principal, x->plen);
+    if (x->ulen)
+        memcpy(x->b + x->plen, h->uri, x->ulen);
+    if (x->tlen)
+        memcpy(x->b + x->plen + x->ulen, h->uti, x->tlen);
+
+    /* acquire: pairs with the release in unlock: the previous holder's ring
+     * and head stores are visible to us. */
+    while (__atomic_exchange_n(&hs->lock, 1u, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&hs->lock, __ATOMIC_RELAXED)) /* spin reading */
+            __builtin_ia32_pause();
+    uint64_t seq = hs->head;
+    x->seq = seq;
+    struct hent **cell = &hs->ring[seq % e->hlen];
+    struct hent *old = *cell;
+    /* release: a history reader that loads x sees its bytes. */
+    __atomic_store_n(cell, x, __ATOMIC_RELEASE);
+    /* release: a reader that sees the new head sees the cell store. */
+    __atomic_store_n(&hs->head, seq + 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* unlock */
+    if (old) {
+        tsan_release(old);
+        urcu_memb_call_rcu(&old->rcu, hent_cb);
+    }
+    rd_unlock(e);
+    return 0;
+}
+
+int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
+                       size_t max, engine_hist_fn fn, void *arg)
+{
+    if (!dev || bad_id(dev_len))
+        return -EINVAL;
+    uint64_t dh = dev_hash(dev, dev_len);
+    rd_lock();
+    struct rec *r = dev_find(cur_tab(&e->dix), dh, dev, dev_len, NULL);
+    if (!r) {
+        rd_unlock(e);
+        return -ENOENT;
+    }
+    int n = 0;
+    struct hist *hs = r->hist;
+    if (hs) {
+        /* acquire: pairs with the adder's release of head. */
+        uint64_t head = __atomic_load_n(&hs->head, __ATOMIC_ACQUIRE);
+        for (uint64_t i = 0; i < e->hlen && i < head && (size_t)n < max; i++) {
+            uint64_t seq = head - 1 - i;
+            /* consume: the entry's bytes were written before its store. */
+            const struct hent *x =
+                __atomic_load_n(&hs->ring[seq % e->hlen], __ATOMIC_CONSUME);
+            if (!x || x->seq != seq)
+                break; /* overwritten by a newer add meanwhile: stop here */
+            if (fn) {
+                struct engine_hist v = {
+                    .micros = x->micros, .event = x->event,
+                    .principal = x->b, .principal_len = x->plen,
+                    .uri = x->b + x->plen, .uri_len = x->ulen,
+                    .uti = x->b + x->plen + x->ulen, .uti_len = x->tlen};
+                int rc = fn(arg, &v);
+                if (rc) {
+                    n = rc;
+                    break;
+                }
+            }
+            n++;
+        }
+    }
+    rd_unlock(e);
+    return n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Life cycle                                                                */
+
+int engine_create(engine_t **out, const struct engine_config *cfg)
+{
+    struct engine_config dflt = {0};
+    if (!out)
+        return -EINVAL;
+    if (!cfg)
+        cfg = &dflt;
+    if ((cfg->alloc.alloc == NULL) != (cfg->alloc.free == NULL))
+        return -EINVAL;
+    struct engine tmp = {0};
+    tmp.a = cfg->alloc;
+    tmp.limit = cfg->mem_limit;
+    tmp.hlen = cfg->history_len;
+    engine_t *e = eng_alloc(&tmp, sizeof *e, true);
+    if (!e)
+        return -ENOMEM;
+    *e = tmp;
+    e->bytes = sizeof *e;
+    e->exp_state = EXP_NONE;
+    size_t cap = cap_for(cfg->initial_devices);
+    e->dix.cur = tab_new(e, cap, true);
+    e->bix.cur = tab_new(e, cap, true);
+    if (!e->dix.cur || !e->bix.cur) {
+        if (e->dix.cur)
+            eng_free(e, e->dix.cur, tab_bytes(cap));
+        if (e->bix.cur)
+            eng_free(e, e->bix.cur, tab_bytes(cap));
+        if (e->a.free)
+            e->a.free(e->a.ctx, e, sizeof *e);
+        else
+            free(e);
+        return -ENOMEM;
+    }
+    *out = e;
+    return 0;
+}
+
+void engine_destroy(engine_t *e)
+{
+    if (!e)
+        return;
+    ensure_online();
+    retire_flush(e);
+    urcu_memb_barrier(); /* every retired batch and history entry freed */
+    struct tab *t = e->dix.cur;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->s[i].tag < 2 || !t->s[i].ptr)
+            continue;
+        struct rec *r = t->s[i].ptr;
+        if (r->hist) {
+            for (uint32_t k = 0; k < e->hlen; k++)
+                if (r->hist->ring[k])
+                    eng_free(e, r->hist->ring[k], hent_size(r->hist->ring[k]));
+            eng_free(e, r->hist, hist_size(e->hlen));
+        }
+        if (r->prefs)
+            eng_free(e, r->prefs, sizeof(struct blob) + r->prefs->len);
+        eng_free(e, r, r->size);
+    }
+    struct ntab *nts[2] = {&e->uris, &e->owners};
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < nts[k]->cap; i++)
+            if (nts[k]->v[i])
+                eng_free(e, nts[k]->v[i], name_size(nts[k]->v[i]->len));
+        eng_free(e, nts[k]->v, nts[k]->cap * sizeof(struct name *));
+    }
+    struct idx *xs[2] = {&e->dix, &e->bix};
+    for (int k = 0; k < 2; k++) {
+        eng_free(e, xs[k]->cur, tab_bytes(xs[k]->cur->cap));
+        if (xs[k]->next)
+            eng_free(e, xs[k]->next, tab_bytes(xs[k]->next->cap));
+    }
+    struct engine_alloc a = e->a;
+    if (a.free)
+        a.free(a.ctx, e, sizeof *e);
+    else
+        free(e);
+}
