@@ -1,0 +1,114 @@
+/*
+ * io.c — the real file I/O behind the store_io seam: POSIX calls with
+ * negative-errno returns, EINTR retried and short writes completed.
+ */
+#include "io.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int d_open(void *ctx, const char *path, int flags, mode_t mode)
+{
+    int fd;
+    do fd = open(path, flags | O_CLOEXEC, mode); while (fd < 0 && errno == EINTR);
+    return fd < 0 ? -errno : fd;
+}
+
+static int d_close(void *ctx, int fd) { return close(fd) < 0 ? -errno : 0; }
+
+static ssize_t d_pread(void *ctx, int fd, void *buf, size_t n, uint64_t off)
+{
+    ssize_t r;
+    do r = pread(fd, buf, n, (off_t)off); while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+static ssize_t d_pwrite(void *ctx, int fd, const void *buf, size_t n, uint64_t off)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pwrite(fd, (const char *)buf + done, n - done, (off_t)(off + done));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            return -EIO;
+        done += (size_t)r;
+    }
+    return (ssize_t)done;
+}
+
+/* A failed fsync is reported once and never retried (fsyncgate): the pages
+ * it failed to write may already be marked clean. */
+static int d_fdatasync(void *ctx, int fd) { return fdatasync(fd) < 0 ? -errno : 0; }
+static int d_fsync(void *ctx, int fd) { return fsync(fd) < 0 ? -errno : 0; }
+static int d_ftruncate(void *ctx, int fd, uint64_t size)
+{
+    return ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+}
+static int d_fsize(void *ctx, int fd, uint64_t *size)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+static int d_rename(void *ctx, const char *a, const char *b)
+{
+    return rename(a, b) < 0 ? -errno : 0;
+}
+static int d_unlink(void *ctx, const char *p) { return unlink(p) < 0 ? -errno : 0; }
+static int d_mkdir(void *ctx, const char *p, mode_t m)
+{
+    return mkdir(p, m) < 0 ? -errno : 0;
+}
+
+static const struct store_io default_io = {
+    d_open, d_close, d_pread, d_pwrite, d_fdatasync, d_fsync, d_ftruncate,
+    d_fsize, d_rename, d_unlink, d_mkdir, NULL,
+};
+
+const struct store_io *store_io_default(void) { return &default_io; }
+
+int store_io_read_full(const struct store_io *io, int fd, void *buf, size_t n,
+                       uint64_t off)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = io->pread(io->ctx, fd, (char *)buf + done, n - done, off + done);
+        if (r < 0)
+            return (int)r;
+        if (r == 0)
+            return -EIO;
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+int store_io_sync_dir(const struct store_io *io, const char *dir)
+{
+    int fd = io->open(io->ctx, dir, O_RDONLY | O_DIRECTORY, 0);
+    if (fd < 0)
+        return fd;
+    int r = io->fsync(io->ctx, fd);
+    io->close(io->ctx, fd);
+    return r;
+}
+
+int store_io_replace(const struct store_io *io, const char *dir,
+                     const char *tmp, const char *final,
+                     void (*crash_point)(const char *where))
+{
+    int r = io->rename(io->ctx, tmp, final);
+    if (r < 0)
+        return r;
+    if (crash_point)
+        crash_point("between rename and directory fsync");
+    return store_io_sync_dir(io, dir);
+}

@@ -1,0 +1,558 @@
+/*
+ * snap.c — snapshot format: block and row codec (pure), loader, writer.
+ */
+#include "snap.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io.h"
+#include "seal.h"
+
+static const uint8_t keycheck_ad[] = "icsd key check";
+
+/* --- varints ------------------------------------------------------------ */
+
+static size_t put_var(uint8_t *o, uint64_t v)
+{
+    size_t i = 0;
+    while (v >= 0x80) {
+        o[i++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    o[i++] = (uint8_t)v;
+    return i;
+}
+
+static int get_var(const uint8_t **p, size_t *n, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (unsigned shift = 0, i = 0; i < 10; i++, shift += 7) {
+        if (i >= *n)
+            return -EPROTO;
+        uint8_t b = (*p)[i];
+        if (shift == 63 && b > 1)
+            return -EPROTO;
+        r |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *p += i + 1;
+            *n -= i + 1;
+            *v = r;
+            return 0;
+        }
+    }
+    return -EPROTO;
+}
+
+static int get_bytes(const uint8_t **p, size_t *n, size_t max, struct wal_bytes *b)
+{
+    uint64_t len;
+    if (get_var(p, n, &len) < 0 || len > max || len > *n)
+        return -EPROTO;
+    b->p = *p;
+    b->n = (size_t)len;
+    *p += len;
+    *n -= len;
+    return 0;
+}
+
+/* --- blocks ------------------------------------------------------------- */
+
+static uint32_t blk_crc(const uint8_t *hdr, uint32_t len)
+{
+    uint32_t c = wal_crc32c(0, hdr, 4);
+    return wal_crc32c(c, hdr + 8, SNAP_BLK_HDR - 8 + (size_t)len);
+}
+
+long snap_block_decode(const uint8_t *p, size_t n, struct snap_block *b)
+{
+    if (n < SNAP_BLK_HDR)
+        return 0;
+    uint32_t len = wal_get32(p);
+    if (len > SNAP_BLOCK_MAX || p[8] < SNAP_ROWS || p[8] > SNAP_END || p[9] || p[10] ||
+        p[11])
+        return -EPROTO;
+    if (n - SNAP_BLK_HDR < len)
+        return 0;
+    if (wal_get32(p + 4) != blk_crc(p, len))
+        return -EBADMSG;
+    b->type = p[8];
+    b->payload = p + SNAP_BLK_HDR;
+    b->len = len;
+    b->hdr = p;
+    return (long)(SNAP_BLK_HDR + len);
+}
+
+void snap_rows_init(struct snap_rows *it, const uint8_t *p, size_t n)
+{
+    it->p = p;
+    it->n = n;
+    it->have_dev = 0;
+    it->nuris = 0;
+    memset(&it->cur, 0, sizeof(it->cur));
+}
+
+int snap_rows_next(struct snap_rows *it, struct snap_row *row)
+{
+    if (it->n == 0)
+        return 0;
+    const uint8_t *p = it->p;
+    size_t n = it->n;
+    uint8_t flags = *p++;
+    n--;
+    if (flags & ~7u)
+        return -EPROTO;
+    struct snap_row *c = &it->cur;
+    c->new_dev = 0;
+    if (flags & 1) {
+        if (get_bytes(&p, &n, ENGINE_ID_MAX, &c->dev) < 0 || c->dev.n == 0 ||
+            get_bytes(&p, &n, ENGINE_NAME_MAX, &c->owner) < 0)
+            return -EPROTO;
+        c->has_prefs = !!(flags & 4);
+        c->prefs.p = NULL;
+        c->prefs.n = 0;
+        if ((flags & 4) && get_bytes(&p, &n, SNAP_BLOCK_MAX, &c->prefs) < 0)
+            return -EPROTO;
+        c->new_dev = 1;
+        it->have_dev = 1;
+    } else if (!it->have_dev || (flags & 4)) {
+        return -EPROTO;
+    }
+    if (flags & 2) {
+        if (it->nuris >= SNAP_URI_MAX ||
+            get_bytes(&p, &n, ENGINE_URI_MAX, &c->uri) < 0 || c->uri.n == 0)
+            return -EPROTO;
+        it->uris[it->nuris++] = c->uri;
+    } else {
+        uint64_t id;
+        if (get_var(&p, &n, &id) < 0 || id >= it->nuris)
+            return -EPROTO;
+        c->uri = it->uris[id];
+    }
+    uint64_t exp, lsn;
+    if (get_bytes(&p, &n, ENGINE_ID_MAX, &c->uti) < 0 || c->uti.n == 0 ||
+        get_var(&p, &n, &exp) < 0 || exp > UINT32_MAX || get_var(&p, &n, &lsn) < 0)
+        return -EPROTO;
+    c->expires_at = (uint32_t)exp;
+    c->lsn = lsn;
+    it->p = p;
+    it->n = n;
+    *row = *c;
+    return 1;
+}
+
+int snap_end_decode(const uint8_t *p, size_t n, struct snap_end *e)
+{
+    if (get_var(&p, &n, &e->end_lsn) < 0 || get_var(&p, &n, &e->rows) < 0 ||
+        get_var(&p, &n, &e->devices) < 0 || get_var(&p, &n, &e->blocks) < 0 || n)
+        return -EPROTO;
+    return 0;
+}
+
+/* --- loader ------------------------------------------------------------- */
+
+static int apply_rows(engine_t *e, const uint8_t *p, size_t n, struct snap_info *info,
+                      char *err, size_t errlen)
+{
+    struct snap_rows *it = malloc(sizeof(*it));
+    if (!it)
+        return -ENOMEM;
+    snap_rows_init(it, p, n);
+    struct snap_row r;
+    int rc, prefs_pending = 0;
+    while ((rc = snap_rows_next(it, &r)) > 0) {
+        info->rows++;
+        if (r.new_dev) {
+            info->devices++;
+            prefs_pending = r.has_prefs;
+        }
+        if (!e)
+            continue;
+        struct engine_map_req rq = {
+            .dev = r.dev.p, .dev_len = r.dev.n, .uri = r.uri.p, .uri_len = r.uri.n,
+            .uti = r.uti.p, .uti_len = r.uti.n, .owner = r.owner.p,
+            .owner_len = r.owner.n, .expires_at = r.expires_at, .cas = 0,
+        };
+        int m = engine_map(e, &rq, r.lsn, NULL);
+        if (m == -EEXIST) {
+            /* Two rows of one binding: a fuzzy snapshot saw it move between
+             * devices; the WAL after the start LSN settles it. */
+            info->conflicts++;
+            continue;
+        }
+        if (m < 0) {
+            snprintf(err, errlen, "row %llu cannot be loaded: %s",
+                     (unsigned long long)info->rows, strerror(-m));
+            free(it);
+            return m;
+        }
+        if (prefs_pending) {
+            prefs_pending = 0;
+            int s = engine_set_prefs(e, r.dev.p, r.dev.n, r.prefs.p, r.prefs.n, r.lsn);
+            if (s < 0 && s != -ENOENT) {
+                snprintf(err, errlen, "prefs cannot be loaded: %s", strerror(-s));
+                free(it);
+                return s;
+            }
+        }
+    }
+    free(it);
+    if (rc < 0)
+        snprintf(err, errlen, "malformed row after row %llu",
+                 (unsigned long long)info->rows);
+    return rc;
+}
+
+int snap_load_mem(engine_t *e, const uint8_t *p, size_t n, const struct seal *seal,
+                  snap_aux_fn aux, void *aux_arg, struct snap_info *info,
+                  char *err, size_t errlen)
+{
+    memset(info, 0, sizeof(*info));
+    struct wal_fhdr h;
+    int r = wal_fhdr_decode(p, n, wal_magic_snap, &h);
+    if (r < 0) {
+        snprintf(err, errlen, "bad snapshot header at offset 0 (%s)",
+                 r == -EAGAIN ? "file too short" : r == -EBADMSG ? "checksum mismatch"
+                                                                 : "not a snapshot");
+        return r == -EAGAIN ? -EBADMSG : r;
+    }
+    info->start_lsn = h.lsn;
+    int sealed = !!(h.flags & WAL_F_ENCRYPTED);
+    if (sealed) {
+        if (!seal || !seal->on) {
+            snprintf(err, errlen, "encrypted snapshot and no key given");
+            return -ENOKEY;
+        }
+        uint8_t none[1];
+        if (seal_open(seal, h.nonce, 0, keycheck_ad, sizeof(keycheck_ad), h.check, 16,
+                      none) < 0) {
+            snprintf(err, errlen, "wrong key");
+            return -EKEYREJECTED;
+        }
+    }
+    uint8_t *scratch = NULL;
+    size_t off = WAL_FHDR_SIZE, cap = 0;
+    int ended = 0;
+    r = 0;
+    while (off < n) {
+        struct snap_block b;
+        long span = snap_block_decode(p + off, n - off, &b);
+        info->bad_off = off;
+        if (span <= 0) {
+            snprintf(err, errlen, "bad block at offset %zu (%s)", off,
+                     span == 0 ? "cut short" : span == -EBADMSG ? "checksum mismatch"
+                                                                : "malformed header");
+            r = span == 0 ? -EBADMSG : (int)span;
+            goto out;
+        }
+        if (ended) {
+            snprintf(err, errlen, "data after the END block at offset %zu", off);
+            r = -EPROTO;
+            goto out;
+        }
+        const uint8_t *pl = b.payload;
+        size_t pn = b.len;
+        if (sealed) {
+            if (pn < WAL_TAG) {
+                snprintf(err, errlen, "sealed block too short at offset %zu", off);
+                r = -EPROTO;
+                goto out;
+            }
+            if (cap < pn) {
+                free(scratch);
+                cap = pn;
+                scratch = malloc(cap);
+                if (!scratch) {
+                    r = -ENOMEM;
+                    goto out;
+                }
+            }
+            if (seal_open(seal, h.nonce, info->blocks + 1, b.hdr + 8, 4, pl, pn,
+                          scratch) < 0) {
+                snprintf(err, errlen, "block at offset %zu does not authenticate", off);
+                r = -EBADMSG;
+                goto out;
+            }
+            pl = scratch;
+            pn -= WAL_TAG;
+        }
+        if (b.type == SNAP_ROWS) {
+            r = apply_rows(e, pl, pn, info, err, errlen);
+            if (r < 0) {
+                char tmp[160];
+                snprintf(tmp, sizeof(tmp), "%s", err);
+                snprintf(err, errlen, "block at offset %zu: %s", off, tmp);
+                goto out;
+            }
+        } else if (b.type == SNAP_AUX) {
+            if (pn < 1) {
+                snprintf(err, errlen, "empty aux block at offset %zu", off);
+                r = -EPROTO;
+                goto out;
+            }
+            if (e && aux && (r = aux(aux_arg, pl[0], pl + 1, pn - 1)) < 0) {
+                snprintf(err, errlen, "aux block (kind %u) at offset %zu rejected: %s",
+                         pl[0], off, strerror(-r));
+                goto out;
+            }
+        } else {
+            struct snap_end end;
+            if (snap_end_decode(pl, pn, &end) < 0 || end.rows != info->rows ||
+                end.devices != info->devices || end.blocks != info->blocks ||
+                end.end_lsn < info->start_lsn) {
+                snprintf(err, errlen, "END block at offset %zu disagrees with the file",
+                         off);
+                r = -EPROTO;
+                goto out;
+            }
+            info->end_lsn = end.end_lsn;
+            ended = 1;
+        }
+        info->blocks++;
+        off += (size_t)span;
+    }
+    if (!ended) {
+        info->bad_off = off;
+        snprintf(err, errlen, "no END block (snapshot incomplete) at offset %zu", off);
+        r = -EBADMSG;
+    }
+out:
+    free(scratch);
+    if (r == 0)
+        info->blocks--; /* the END block itself is not counted */
+    return r;
+}
+
+/* --- writer -------------------------------------------------------------- */
+
+#define URI_SLOTS 2048u
+
+struct snap_writer {
+    const struct store_io *io;
+    const struct seal *seal;
+    int fd;
+    uint64_t off, rows, devices, blocks;
+    uint8_t nonce[12];
+    uint8_t *buf, *obuf;
+    size_t len, cap, ocap;
+    uint32_t nuris;
+    struct { uint32_t id1, off; uint16_t len; } slot[URI_SLOTS];
+    int have_prev;
+    uint8_t prev_dev[ENGINE_ID_MAX];
+    size_t prev_len;
+};
+
+static int w_reserve(uint8_t **b, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 4096;
+    while (c < need)
+        c *= 2;
+    uint8_t *nb = realloc(*b, c);
+    if (!nb)
+        return -ENOMEM;
+    *b = nb;
+    *cap = c;
+    return 0;
+}
+
+static int w_block(struct snap_writer *w, uint8_t type, const uint8_t *pl, size_t n)
+{
+    size_t on = n + (w->seal ? WAL_TAG : 0);
+    int r = w_reserve(&w->obuf, &w->ocap, SNAP_BLK_HDR + on);
+    if (r < 0)
+        return r;
+    uint8_t *h = w->obuf;
+    wal_put32(h, (uint32_t)on);
+    h[8] = type;
+    h[9] = h[10] = h[11] = 0;
+    if (w->seal) {
+        r = seal_seal(w->seal, w->nonce, w->blocks + 1, h + 8, 4, pl, n,
+                      h + SNAP_BLK_HDR);
+        if (r < 0)
+            return r;
+    } else if (n) {
+        memcpy(h + SNAP_BLK_HDR, pl, n);
+    }
+    wal_put32(h + 4, blk_crc(h, (uint32_t)on));
+    ssize_t wr = w->io->pwrite(w->io->ctx, w->fd, h, SNAP_BLK_HDR + on, w->off);
+    if (wr < 0)
+        return (int)wr;
+    w->off += SNAP_BLK_HDR + on;
+    w->blocks++;
+    return 0;
+}
+
+static int w_flush_rows(struct snap_writer *w)
+{
+    if (!w->len)
+        return 0;
+    int r = w_block(w, SNAP_ROWS, w->buf, w->len);
+    w->len = 0;
+    w->nuris = 0;
+    memset(w->slot, 0, sizeof(w->slot));
+    w->have_prev = 0;
+    return r;
+}
+
+int snap_writer_open(struct snap_writer **out, const struct store_io *io,
+                     const char *path, uint64_t start_lsn, uint64_t now_us,
+                     const struct seal *seal)
+{
+    struct snap_writer *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->io = io;
+    w->seal = seal && seal->on ? seal : NULL;
+    w->fd = io->open(io->ctx, path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (w->fd < 0) {
+        int r = w->fd;
+        free(w);
+        return r;
+    }
+    struct wal_fhdr h = {.version = 1, .lsn = start_lsn, .created_us = now_us};
+    memcpy(h.magic, wal_magic_snap, 8);
+    if (w->seal) {
+        h.flags = WAL_F_ENCRYPTED;
+        seal_random(h.nonce, 12);
+        int r = seal_seal(w->seal, h.nonce, 0, keycheck_ad, sizeof(keycheck_ad), NULL, 0,
+                          h.check);
+        if (r < 0) {
+            snap_writer_close(w);
+            return r;
+        }
+    }
+    memcpy(w->nonce, h.nonce, 12);
+    uint8_t hb[WAL_FHDR_SIZE];
+    wal_fhdr_encode(hb, &h);
+    ssize_t wr = io->pwrite(io->ctx, w->fd, hb, sizeof(hb), 0);
+    if (wr < 0) {
+        snap_writer_close(w);
+        return (int)wr;
+    }
+    w->off = WAL_FHDR_SIZE;
+    *out = w;
+    return 0;
+}
+
+static uint32_t uri_hash(const uint8_t *p, size_t n) { return wal_crc32c(0, p, n); }
+
+int snap_writer_row(struct snap_writer *w, const struct engine_row *row)
+{
+    if (w->len >= SNAP_BLOCK_TARGET || w->nuris >= SNAP_URI_MAX) {
+        int r = w_flush_rows(w);
+        if (r < 0)
+            return r;
+    }
+    size_t need = 1 + 3 * 10 + row->device_len + row->owner_len + row->prefs_len +
+                  row->uri_len + row->uti_len + 40;
+    int r = w_reserve(&w->buf, &w->cap, w->len + need);
+    if (r < 0)
+        return r;
+    uint8_t *o = w->buf + w->len, *flags = o++;
+    *flags = 0;
+    if (!w->have_prev || w->prev_len != row->device_len ||
+        memcmp(w->prev_dev, row->device, row->device_len) != 0) {
+        *flags |= 1;
+        o += put_var(o, row->device_len);
+        memcpy(o, row->device, row->device_len);
+        o += row->device_len;
+        o += put_var(o, row->owner_len);
+        if (row->owner_len)
+            memcpy(o, row->owner, row->owner_len);
+        o += row->owner_len;
+        if (row->prefs_len) {
+            *flags |= 4;
+            o += put_var(o, row->prefs_len);
+            memcpy(o, row->prefs, row->prefs_len);
+            o += row->prefs_len;
+        }
+        memcpy(w->prev_dev, row->device, row->device_len);
+        w->prev_len = row->device_len;
+        w->have_prev = 1;
+        w->devices++;
+    }
+    /* URI table of this block: open addressing on CRC32C of the URI. */
+    uint32_t hsh = uri_hash(row->uri, row->uri_len), i = hsh & (URI_SLOTS - 1);
+    int found = -1;
+    while (w->slot[i].id1) {
+        if (w->slot[i].len == row->uri_len &&
+            memcmp(w->buf + w->slot[i].off, row->uri, row->uri_len) == 0) {
+            found = (int)w->slot[i].id1 - 1;
+            break;
+        }
+        i = (i + 1) & (URI_SLOTS - 1);
+    }
+    if (found >= 0) {
+        o += put_var(o, (uint64_t)found);
+    } else {
+        *flags |= 2;
+        o += put_var(o, row->uri_len);
+        w->slot[i].id1 = ++w->nuris;
+        w->slot[i].off = (uint32_t)(o - w->buf);
+        w->slot[i].len = row->uri_len;
+        memcpy(o, row->uri, row->uri_len);
+        o += row->uri_len;
+    }
+    o += put_var(o, row->uti_len);
+    memcpy(o, row->uti, row->uti_len);
+    o += row->uti_len;
+    o += put_var(o, row->expires_at);
+    o += put_var(o, row->lsn);
+    w->len = (size_t)(o - w->buf);
+    w->rows++;
+    return 0;
+}
+
+int snap_writer_aux(struct snap_writer *w, uint8_t kind, const void *p, size_t n)
+{
+    int r = w_flush_rows(w);
+    if (r < 0)
+        return r;
+    if (n + 1 > SNAP_BLOCK_MAX - WAL_TAG)
+        return -E2BIG;
+    uint8_t *tmp = malloc(n + 1);
+    if (!tmp)
+        return -ENOMEM;
+    tmp[0] = kind;
+    if (n)
+        memcpy(tmp + 1, p, n);
+    r = w_block(w, SNAP_AUX, tmp, n + 1);
+    free(tmp);
+    return r;
+}
+
+int snap_writer_finish(struct snap_writer *w, uint64_t end_lsn)
+{
+    int r = w_flush_rows(w);
+    if (r < 0)
+        return r;
+    uint8_t e[40];
+    size_t n = 0;
+    n += put_var(e + n, end_lsn);
+    n += put_var(e + n, w->rows);
+    n += put_var(e + n, w->devices);
+    n += put_var(e + n, w->blocks);
+    r = w_block(w, SNAP_END, e, n);
+    if (r < 0)
+        return r;
+    return w->io->fdatasync(w->io->ctx, w->fd);
+}
+
+uint64_t snap_writer_bytes(const struct snap_writer *w) { return w->off; }
+uint64_t snap_writer_rows(const struct snap_writer *w) { return w->rows; }
+
+void snap_writer_close(struct snap_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0)
+        w->io->close(w->io->ctx, w->fd);
+    free(w->buf);
+    free(w->obuf);
+    free(w);
+}

@@ -1,0 +1,114 @@
+/*
+ * snap.h — snapshot files: format, pure block/row decoders, writer, loader.
+ *
+ * A snapshot is a fuzzy image of the engine: rows are read with
+ * engine_iterate while writers go on, so it holds every row present for the
+ * whole iteration plus some rows changed meanwhile in their old or new
+ * state; replaying the WAL from the header's start LSN (idempotently) makes
+ * it exact. It is published only after every LSN up to its END LSN is
+ * durable in the WAL, so it never holds a change the log lacks.
+ *
+ * File: the 64-byte header of wal.h (magic "ICSSNP\0\1", lsn = start LSN),
+ * then blocks:
+ *   0 u32 len   payload bytes on disk (+16 tag if sealed)
+ *   4 u32 crc   CRC32C of bytes 0..3 then 8..12+len
+ *   8 u8  type  SNAP_ROWS, SNAP_AUX, SNAP_END (last block)
+ *   9 u8[3] 0
+ *  12 payload   sealed: nonce counter = block index (1, 2, ...), AAD = bytes 8..11
+ * ROWS payload: rows, each
+ *   u8 flags (1 new device, 2 new URI, 4 device has prefs)
+ *   [new device: varint len, device ID, varint len, owner, [varint len, prefs]]
+ *   [new URI: varint len, URI (gets the block's next URI id) | varint URI id]
+ *   varint len, UTI; varint expires_at; varint LSN
+ * so a device ID, owner and URI are written once per run of rows instead of
+ * per row (a URI table per block, at most SNAP_URI_MAX entries).
+ * AUX payload: u8 kind, opaque bytes (one record of a module's dump).
+ * END payload: varint end LSN, varint rows, varint devices, varint blocks.
+ * Varints are LEB128.
+ */
+#ifndef ICS_PERSIST_SNAP_H
+#define ICS_PERSIST_SNAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "wal.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct seal;
+struct store_io;
+
+#define SNAP_BLK_HDR 12u
+#define SNAP_BLOCK_MAX (8u << 20)
+#define SNAP_BLOCK_TARGET (64u << 10)
+#define SNAP_URI_MAX 1024u
+enum snap_type { SNAP_ROWS = 1, SNAP_AUX = 2, SNAP_END = 3 };
+
+struct snap_block {
+    uint8_t type;
+    const uint8_t *payload;
+    uint32_t len;
+    const uint8_t *hdr;
+};
+/* bytes spanned (> 0), 0 need more, -EBADMSG checksum, -EPROTO header. */
+long snap_block_decode(const uint8_t *p, size_t n, struct snap_block *b);
+
+struct snap_row {
+    struct wal_bytes dev, owner, prefs, uri, uti;
+    int new_dev, has_prefs;
+    uint32_t expires_at;
+    uint64_t lsn;
+};
+/* Iterates the rows of one (opened) ROWS payload. Pure, no allocation. */
+struct snap_rows {
+    const uint8_t *p;
+    size_t n;
+    struct snap_row cur;
+    int have_dev;
+    uint32_t nuris;
+    struct wal_bytes uris[SNAP_URI_MAX];
+};
+void snap_rows_init(struct snap_rows *it, const uint8_t *p, size_t n);
+/* 1 row in *row (valid while the payload is), 0 end, -EPROTO. */
+int snap_rows_next(struct snap_rows *it, struct snap_row *row);
+
+struct snap_end { uint64_t end_lsn, rows, devices, blocks; };
+int snap_end_decode(const uint8_t *p, size_t n, struct snap_end *e);
+
+/* --- loader ------------------------------------------------------------ */
+
+struct snap_info {
+    uint64_t start_lsn, end_lsn, rows, devices, blocks, conflicts;
+    uint64_t bad_off;          /* on failure: offset of the bad block */
+};
+typedef int (*snap_aux_fn)(void *arg, uint8_t kind, const void *p, size_t n);
+/* Checks (e == NULL) or loads (into e) a whole snapshot held in memory.
+ * seal may be NULL or off for plain files; a sealed file needs a key.
+ * 0, or a negative errno with a message in err (offset, what). */
+int snap_load_mem(engine_t *e, const uint8_t *p, size_t n, const struct seal *seal,
+                  snap_aux_fn aux, void *aux_arg, struct snap_info *info,
+                  char *err, size_t errlen);
+
+/* --- writer ------------------------------------------------------------ */
+
+struct snap_writer;
+int snap_writer_open(struct snap_writer **out, const struct store_io *io,
+                     const char *path, uint64_t start_lsn, uint64_t now_us,
+                     const struct seal *seal);
+/* Adds a row (from an engine_iterate callback). */
+int snap_writer_row(struct snap_writer *w, const struct engine_row *row);
+int snap_writer_aux(struct snap_writer *w, uint8_t kind, const void *p, size_t n);
+/* Writes END and fdatasyncs; the caller then durable-replaces the file. */
+int snap_writer_finish(struct snap_writer *w, uint64_t end_lsn);
+uint64_t snap_writer_bytes(const struct snap_writer *w);
+uint64_t snap_writer_rows(const struct snap_writer *w);
+void snap_writer_close(struct snap_writer *w);   /* frees; closes the fd */
+
+#ifdef __cplusplus
+}
+#endif
+#endif
