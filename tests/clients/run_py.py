@@ -1,0 +1,17 @@
+"""Runs one Python test module under unittest for ctest: exit 0 when tests
+ran and passed, 1 on a failure, 77 (ctest: skipped) when every test skipped."""
+import os
+import sys
+import unittest
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+sys.path.insert(0, os.path.join(here, "..", "..", "clients", "python"))
+suite = unittest.defaultTestLoader.loadTestsFromNames(sys.argv[1:])
+res = unittest.TextTestRunner(verbosity=2).run(suite)
+if not res.wasSuccessful():
+    sys.exit(1)
+if res.testsRun == len(res.skipped):
+    sys.exit(77)
+print(f"{res.testsRun - len(res.skipped)} passed, 0 failed, {len(res.skipped)} skipped")
+sys.exit(0)
