@@ -139,7 +139,7 @@ int main(int argc, char **argv)
     struct seg *segs = NULL;
     size_t nsegs = 0;
     uint64_t snap_start = 0, snap_end = 0;
-    int have_snap = 0, damaged = 0;
+    int have_snap = 0, damaged = 0, usage_err = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
         unsigned long long v;
@@ -163,6 +163,12 @@ int main(int argc, char **argv)
             else
                 snprintf(err, sizeof(err), "cannot read: %s", strerror(-r));
             free(buf);
+            if (r == -ENOKEY || r == -EKEYREJECTED) {
+                printf("snapshot %s: %s\n", path, r == -ENOKEY ? "encrypted, give --key"
+                                                                : "wrong key");
+                usage_err = 1;
+                continue;
+            }
             if (r < 0) {
                 printf("snapshot %s: DAMAGED: %s\n", path, err);
                 damaged = 1;
@@ -228,16 +234,15 @@ int main(int argc, char **argv)
         int sealed = !!(h.flags & WAL_F_ENCRYPTED);
         if (sealed) {
             uint8_t none[1];
-            if (!seal.on) {
-                printf("segment %s: encrypted, give --key\n", path);
+            if (!seal.on || seal_open(&seal, h.nonce, 0, keycheck_ad, sizeof(keycheck_ad),
+                                      h.check, 16, none) < 0) {
+                if (!seal.on)
+                    printf("segment %s: encrypted, give --key\n", path);
+                else
+                    printf("wrong key for %s\n", path);
                 free(buf);
-                return 2;
-            }
-            if (seal_open(&seal, h.nonce, 0, keycheck_ad, sizeof(keycheck_ad), h.check, 16,
-                          none) < 0) {
-                printf("wrong key for %s\n", path);
-                free(buf);
-                return 2;
+                usage_err = 1;
+                break;
             }
         }
         uint64_t off = WAL_FHDR_SIZE, ctr = 0, expect = h.lsn, cnt = 0;
@@ -336,6 +341,12 @@ int main(int argc, char **argv)
             break;
         }
         free(buf);
+    }
+    if (usage_err) {
+        free(segs);
+        free(plain);
+        seal_fini(&seal);
+        return 2;
     }
     printf("summary: %s; %zu segment(s), %llu records, %llu bytes, last LSN %llu%s\n",
            damaged ? "DAMAGED" : "ok", nsegs, (unsigned long long)records,
