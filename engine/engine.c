@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__SANITIZE_THREAD__)
 #define ICS_TSAN 1
@@ -192,6 +193,7 @@ struct engine {
     uint64_t bytes, rows, devices, resizes, nuris;
     uint64_t last_lsn;           /* release-stored after each change */
     uint64_t exp_state;          /* (generation << 32) | lower bound of expiries */
+    uint64_t inflight;           /* call_rcu callbacks not yet run */
     int tsan_grace;              /* TSan: models the grace period */
 };
 
@@ -303,6 +305,8 @@ static void retire_cb(struct rcu_head *h)
     for (uint32_t i = 0; i < rb->n; i++)
         eng_free(e, rb->v[i].p, rb->v[i].size);
     eng_free(e, rb, sizeof *rb);
+    /* release: engine_destroy's acquire load of 0 sees these frees done. */
+    __atomic_fetch_sub(&e->inflight, 1, __ATOMIC_RELEASE);
 }
 
 static void retire_flush(engine_t *e)
@@ -310,6 +314,7 @@ static void retire_flush(engine_t *e)
     if (!e->rb)
         return;
     tsan_release(e->rb); /* the batch's contents, written by this thread */
+    __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED); /* before the cb */
     urcu_memb_call_rcu(&e->rb->rcu, retire_cb);
     e->rb = NULL;
     e->rb_bytes = 0;
@@ -1563,8 +1568,10 @@ static void hent_cb(struct rcu_head *h)
 {
     struct hent *x = caa_container_of(h, struct hent, rcu);
     tsan_acquire(x);
-    tsan_acquire(&x->e->tsan_grace);
-    eng_free(x->e, x, hent_size(x));
+    engine_t *e = x->e;
+    tsan_acquire(&e->tsan_grace);
+    eng_free(e, x, hent_size(x));
+    __atomic_fetch_sub(&e->inflight, 1, __ATOMIC_RELEASE); /* as retire_cb */
 }
 
 int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
@@ -1623,6 +1630,7 @@ int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
     __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* unlock */
     if (old) {
         tsan_release(old);
+        __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED); /* before the cb */
         urcu_memb_call_rcu(&old->rcu, hent_cb);
     }
     rd_unlock(e);
@@ -1718,7 +1726,15 @@ void engine_destroy(engine_t *e)
         return;
     ensure_online();
     retire_flush(e);
-    urcu_memb_barrier(); /* every retired batch and history entry freed */
+    /* Wait for this engine's own callbacks only, rather than
+     * urcu_memb_barrier(), which waits for every engine's and hands a
+     * completion between liburcu's threads in a way TSan cannot follow.
+     * acquire: pairs with each callback's release, so their frees are done. */
+    while (__atomic_load_n(&e->inflight, __ATOMIC_ACQUIRE)) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    ENGINE_PANIC_IF(__atomic_load_n(&e->inflight, __ATOMIC_ACQUIRE) != 0);
     struct tab *t = e->dix.cur;
     for (size_t i = 0; i < t->cap; i++) {
         if (t->s[i].tag < 2 || !t->s[i].ptr)
