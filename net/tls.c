@@ -42,7 +42,9 @@
 #endif
 
 #define TLS_PRINCIPAL_URN "urn:ics:principal:"
-#define TLS_OUT_CHUNK (32u * 1024u)    /* holds at least one full record */
+/* Output chunks are 32 KiB with their header, so they stay in jemalloc's
+ * thread cache size classes; each holds at least one full record. */
+#define TLS_OUT_CHUNK_BYTES (32u * 1024u)
 #define TLS_DEFAULT_ROTATE_S 3600u
 
 struct tls_ticket_key {
@@ -149,7 +151,9 @@ static int out_append(struct tls_conn *c, const uint8_t *p, size_t n)
     while (n) {
         struct tls_out_chunk *t = c->out_tail;
         if (!t || t->len == t->cap) {
-            size_t cap = n > TLS_OUT_CHUNK ? n : TLS_OUT_CHUNK;
+            size_t cap = TLS_OUT_CHUNK_BYTES - sizeof *t;
+            if (n > cap)
+                cap = n;
             t = malloc(sizeof *t + cap);
             if (!t)
                 return -ENOMEM;
@@ -532,6 +536,10 @@ static int build_ssl_ctx(const struct tls_ctx *ctx, SSL_CTX **out, char *err, si
         SSL_CTX_set_options(s, SSL_OP_NO_TICKET);
     } else {
         SSL_CTX_set_tlsext_ticket_key_cb(s, ticket_cb);
+        /* One ticket per handshake, not BoringSSL's default two: our
+         * tickets are not single-use, so a client reuses one ticket for
+         * parallel connections, and each ticket costs a seal and ~1 KiB. */
+        SSL_CTX_set_num_tickets(s, 1);
         /* A ticket is usable for as long as its key can still decrypt. */
         SSL_CTX_set_timeout(s, 2 * ctx->rotate_s);
         SSL_CTX_set_session_psk_dhe_timeout(s, 2 * ctx->rotate_s);
