@@ -6,7 +6,10 @@
  * come from an input buffer the caller fills with tls_conn_feed, writes are
  * appended to a list of fixed-size chunks that never move, so the loop may
  * hand a chunk to an asynchronous send while more records are queued behind
- * it. Plaintext is decrypted by SSL_read straight into the caller's buffer.
+ * it. Plaintext goes from BoringSSL's record buffer (decrypted in place) to
+ * the caller's buffer: one copy, no staging buffer of ours. An idle
+ * connection holds no buffer of this module (both sides are freed when
+ * drained), which matters with many mostly silent IoT connections.
  *
  * Session tickets are sealed with keys this module owns (not BoringSSL's
  * built-in ones) so that they rotate on a schedule and across SSL_CTX swaps:
@@ -53,9 +56,22 @@ struct tls_ticket_key {
     uint8_t hmac[32];                  /* HMAC-SHA256 */
 };
 
+/* One generation of configuration (what a reload replaces). BoringSSL
+ * refcounts the SSL_CTX itself, but with atomics inside an uninstrumented
+ * library; this count is ours, so the last release (which frees the
+ * SSL_CTX and its X509_STORE) is ordered after every connection's use of
+ * it in a way ThreadSanitizer can see. Each connection holds a reference,
+ * and the tls_ctx holds one for the current generation. Increments are
+ * relaxed (the caller already holds a reference, or mu); the decrement is
+ * acq_rel so the freeing thread sees all other holders' accesses. */
+struct tls_gen {
+    SSL_CTX *ssl_ctx;
+    atomic_int refs;
+};
+
 struct tls_ctx {
-    pthread_mutex_t mu;                /* guards ssl_ctx, keys, rotated_at */
-    SSL_CTX *ssl_ctx;                  /* for new connections */
+    pthread_mutex_t mu;                /* guards gen, keys, rotated_at */
+    struct tls_gen *gen;               /* for new connections */
     struct tls_ticket_key keys[2];     /* [0] current, [1] previous */
     int nkeys;
     time_t rotated_at;                 /* CLOCK_MONOTONIC seconds */
@@ -78,6 +94,7 @@ struct tls_out_chunk {
 
 struct tls_conn {
     struct tls_ctx *ctx;
+    struct tls_gen *gen;
     SSL *ssl;
     uint8_t *in;                       /* ciphertext fed, [in_off, in_len) unread */
     size_t in_off, in_len, in_cap;
@@ -553,11 +570,32 @@ fail:
     return rc;
 }
 
+static void gen_unref(struct tls_gen *g)
+{
+    if (g && atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
+        SSL_CTX_free(g->ssl_ctx);
+        free(g);
+    }
+}
+
+/* Wraps a fresh SSL_CTX (taking it over) in a generation with one reference. */
+static struct tls_gen *gen_new(SSL_CTX *s)
+{
+    struct tls_gen *g = malloc(sizeof *g);
+    if (!g) {
+        SSL_CTX_free(s);
+        return NULL;
+    }
+    g->ssl_ctx = s;
+    atomic_init(&g->refs, 1);
+    return g;
+}
+
 static void ctx_unref(struct tls_ctx *ctx)
 {
     if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
         return;
-    SSL_CTX_free(ctx->ssl_ctx);
+    gen_unref(ctx->gen);
     OPENSSL_cleanse(ctx->keys, sizeof ctx->keys);
     pthread_mutex_destroy(&ctx->mu);
     free(ctx->cert_file);
@@ -594,8 +632,13 @@ int tls_ctx_create(struct tls_ctx **out, const struct tls_cfg *cfg, char *err, s
     int rc = -ENOMEM;
     if (!ctx->cert_file || !ctx->key_file || !ctx->ca_file || (cfg->crl_file && !ctx->crl_file))
         goto fail;
-    rc = build_ssl_ctx(ctx, &ctx->ssl_ctx, err, errlen);
+    SSL_CTX *s;
+    rc = build_ssl_ctx(ctx, &s, err, errlen);
     if (rc)
+        goto fail;
+    ctx->gen = gen_new(s);
+    rc = -ENOMEM;
+    if (!ctx->gen)
         goto fail;
     rotate_locked(ctx);                /* no other thread sees ctx yet */
     if (ctx->nkeys == 0) {
@@ -616,15 +659,20 @@ int tls_ctx_reload(struct tls_ctx *ctx, char *err, size_t errlen)
     int rc = build_ssl_ctx(ctx, &fresh, err, errlen);
     if (rc)
         return rc;
+    struct tls_gen *g = gen_new(fresh);
+    if (!g) {
+        set_err(err, errlen, "%s", "out of memory");
+        return -ENOMEM;
+    }
     pthread_mutex_lock(&ctx->mu);
-    SSL_CTX *old = ctx->ssl_ctx;
-    ctx->ssl_ctx = fresh;
+    struct tls_gen *old = ctx->gen;
+    ctx->gen = g;
     /* Forget every ticket key: a ticket minted before the reload must not
      * carry a certificate the new CA or CRL would refuse past it. */
     ctx->nkeys = 0;
     rotate_locked(ctx);
     pthread_mutex_unlock(&ctx->mu);
-    SSL_CTX_free(old);                 /* live SSLs hold their own reference */
+    gen_unref(old);                    /* live connections hold their own */
     return 0;
 }
 
@@ -652,9 +700,12 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx)
     BIO_set_init(bio, 1);
 
     pthread_mutex_lock(&ctx->mu);
-    c->ssl = SSL_new(ctx->ssl_ctx);    /* takes its own SSL_CTX reference */
+    c->gen = ctx->gen;
+    atomic_fetch_add_explicit(&c->gen->refs, 1, memory_order_relaxed);
     pthread_mutex_unlock(&ctx->mu);
+    c->ssl = SSL_new(c->gen->ssl_ctx);
     if (!c->ssl) {
+        gen_unref(c->gen);
         BIO_free(bio);
         free(c);
         ERR_clear_error();
@@ -672,6 +723,7 @@ void tls_conn_free(struct tls_conn *c)
     if (!c)
         return;
     SSL_free(c->ssl);
+    gen_unref(c->gen);
     struct tls_out_chunk *k = c->out_head;
     while (k) {
         struct tls_out_chunk *next = k->next;
@@ -746,6 +798,11 @@ ssize_t tls_conn_read(struct tls_conn *c, void *out, size_t cap)
         return r;
     switch (SSL_get_error(c->ssl, r)) {
     case SSL_ERROR_WANT_READ:
+        if (c->in_len == 0 && c->in) { /* drained: idle connections hold nothing */
+            free(c->in);
+            c->in = NULL;
+            c->in_cap = 0;
+        }
         return 0;
     case SSL_ERROR_ZERO_RETURN:
         c->err = "peer closed the TLS session";
