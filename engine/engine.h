@@ -38,6 +38,9 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
+/* engine_stats() shares its name with its struct, which C++ -Wshadow flags. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
 extern "C" {
 #endif
 
@@ -198,5 +201,6 @@ int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
 
 #ifdef __cplusplus
 }
+#pragma GCC diagnostic pop
 #endif
 #endif /* ICS_ENGINE_H */

@@ -1,0 +1,557 @@
+// bench_engine — Google Benchmark over the engine's C API, and the same
+// dual index (device -> rows, URI||UTI -> device) on absl::flat_hash_map,
+// tbb::concurrent_hash_map and Concurrency Kit's ck_ht, for comparison.
+//
+// Data: ICS_BENCH_ROWS rows (default 1,000,000); device IDs and UTIs are
+// 36-byte UUID strings, 1,000 distinct service URIs, 1-4 rows per device.
+// Only one structure is resident at a time (built in the Setup of its first
+// benchmark); each reports bytes_per_row = jemalloc resident bytes added by
+// building it / rows, and payload_per_row = (device ID + URI + UTI) / rows.
+// bench/README.md has the command and the figures.
+#include "engine.h"
+
+#include <benchmark/benchmark.h>
+#include <jemalloc/jemalloc.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#ifdef ICS_HAVE_ABSL
+#include <absl/container/flat_hash_map.h>
+#endif
+#ifdef ICS_HAVE_TBB
+#include <tbb/concurrent_hash_map.h>
+#endif
+#ifdef ICS_HAVE_CK
+#include "ref_ck.h"
+#endif
+
+namespace {
+
+using Id = std::array<char, 36>;
+struct Row {
+    uint32_t dev;
+    uint16_t uri;
+    Id uti;
+};
+
+struct Data {
+    size_t nrows = 0;
+    std::vector<Id> dev, miss_dev, pool_dev, pool_uti;
+    std::vector<Row> rows;
+    std::vector<std::string> uris;
+    double payload_per_row = 0;
+};
+Data *D;
+
+uint64_t splitmix(uint64_t &s)
+{
+    uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+Id uuid(uint64_t &s)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t w[2] = {splitmix(s), splitmix(s)};
+    Id id;
+    int k = 0;
+    for (int i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            id[i] = '-';
+            continue;
+        }
+        uint64_t &x = w[k >= 16];
+        id[i] = hex[x & 15];
+        x >>= 4;
+        k++;
+    }
+    return id;
+}
+
+void make_data()
+{
+    if (D)
+        return;
+    D = new Data;
+    size_t rows = 1000000;
+    if (const char *env = getenv("ICS_BENCH_ROWS"))
+        rows = strtoull(env, nullptr, 10);
+    D->nrows = rows;
+    uint64_t s = 1;
+    for (int i = 0; i < 1000; i++) {
+        char b[64];
+        snprintf(b, sizeof b, "https://svc%04d.example.com/api", i);
+        D->uris.emplace_back(b);
+    }
+    D->rows.reserve(rows);
+    size_t payload = 0;
+    while (D->rows.size() < rows) {
+        uint32_t dv = (uint32_t)D->dev.size();
+        D->dev.push_back(uuid(s));
+        unsigned per = 1 + (unsigned)(splitmix(s) % 4);
+        for (unsigned k = 0; k < per && D->rows.size() < rows; k++) {
+            Row r{dv, (uint16_t)(splitmix(s) % 1000), uuid(s)};
+            payload += 36 + D->uris[r.uri].size() + 36;
+            D->rows.push_back(r);
+        }
+    }
+    D->payload_per_row = (double)payload / (double)rows;
+    uint64_t m = 777;
+    for (size_t i = 0; i < (1u << 16); i++)
+        D->miss_dev.push_back(uuid(m));
+    size_t pool = rows < 200000 ? rows : 200000;
+    for (size_t i = 0; i < pool; i++) {
+        D->pool_dev.push_back(uuid(m));
+        D->pool_uti.push_back(uuid(m));
+    }
+}
+
+// --- memory measurement through jemalloc ------------------------------
+size_t resident()
+{
+    uint64_t epoch = 1;
+    size_t sz = sizeof epoch;
+    mallctl("epoch", &epoch, &sz, &epoch, sz);
+    size_t res = 0;
+    sz = sizeof res;
+    mallctl("stats.resident", &res, &sz, nullptr, 0);
+    return res;
+}
+void purge()
+{
+    mallctl("arena.4096.purge", nullptr, nullptr, nullptr, 0); // all arenas
+}
+
+// Binding key for the references: URI || UTI.
+inline size_t bkey(char *buf, const std::string &u, const Id &t)
+{
+    memcpy(buf, u.data(), u.size());
+    memcpy(buf + u.size(), t.data(), 36);
+    return u.size() + 36;
+}
+
+inline size_t pick(uint64_t &x, size_t n)
+{
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return (size_t)(((unsigned __int128)x * n) >> 64);
+}
+
+// --- the structures ---------------------------------------------------
+enum Kind { NONE, ENG, ABSL, TBB, CK };
+Kind cur = NONE;
+double bytes_per_row = 0;
+engine_t *E;
+
+struct RRow {
+    uint16_t uri;
+    Id uti;
+};
+
+#ifdef ICS_HAVE_ABSL
+absl::flat_hash_map<std::string, std::vector<RRow>> *A_dev;
+absl::flat_hash_map<std::string, uint32_t> *A_bind; // -> device index
+#endif
+#ifdef ICS_HAVE_TBB
+struct SvHash {
+    using is_transparent = void;
+    static size_t hash(std::string_view k) { return std::hash<std::string_view>{}(k); }
+    static bool equal(std::string_view a, std::string_view b) { return a == b; }
+};
+using TbbDev = tbb::concurrent_hash_map<std::string, std::vector<RRow>, SvHash>;
+using TbbBind = tbb::concurrent_hash_map<std::string, uint32_t, SvHash>;
+TbbDev *T_dev;
+TbbBind *T_bind;
+#endif
+#ifdef ICS_HAVE_CK
+ref_ck *C;
+#endif
+
+void destroy_cur()
+{
+    switch (cur) {
+    case ENG:
+        engine_destroy(E);
+        E = nullptr;
+        break;
+#ifdef ICS_HAVE_ABSL
+    case ABSL:
+        delete A_dev;
+        delete A_bind;
+        break;
+#endif
+#ifdef ICS_HAVE_TBB
+    case TBB:
+        delete T_dev;
+        delete T_bind;
+        break;
+#endif
+#ifdef ICS_HAVE_CK
+    case CK:
+        ref_ck_free(C);
+        break;
+#endif
+    default:
+        break;
+    }
+    cur = NONE;
+}
+
+void build(Kind k)
+{
+    char buf[1200];
+    switch (k) {
+    case ENG: {
+        struct engine_config cfg = {};
+        if (engine_create(&E, &cfg) != 0)
+            abort();
+        engine_thread_online(E);
+        uint64_t lsn = 0;
+        for (const Row &r : D->rows) {
+            const std::string &u = D->uris[r.uri];
+            struct engine_map_req rq = {};
+            rq.dev = D->dev[r.dev].data();
+            rq.dev_len = 36;
+            rq.uri = u.data();
+            rq.uri_len = u.size();
+            rq.uti = r.uti.data();
+            rq.uti_len = 36;
+            if (engine_map(E, &rq, ++lsn, nullptr) != 0)
+                abort();
+        }
+        break;
+    }
+#ifdef ICS_HAVE_ABSL
+    case ABSL:
+        A_dev = new absl::flat_hash_map<std::string, std::vector<RRow>>;
+        A_bind = new absl::flat_hash_map<std::string, uint32_t>;
+        for (const Row &r : D->rows) {
+            (*A_dev)[std::string(D->dev[r.dev].data(), 36)].push_back({r.uri, r.uti});
+            size_t n = bkey(buf, D->uris[r.uri], r.uti);
+            A_bind->emplace(std::string(buf, n), r.dev);
+        }
+        break;
+#endif
+#ifdef ICS_HAVE_TBB
+    case TBB:
+        T_dev = new TbbDev;
+        T_bind = new TbbBind;
+        for (const Row &r : D->rows) {
+            TbbDev::accessor a;
+            T_dev->insert(a, std::string(D->dev[r.dev].data(), 36));
+            a->second.push_back({r.uri, r.uti});
+            a.release();
+            size_t n = bkey(buf, D->uris[r.uri], r.uti);
+            T_bind->insert({std::string(buf, n), r.dev});
+        }
+        break;
+#endif
+#ifdef ICS_HAVE_CK
+    case CK:
+        C = ref_ck_new(1024);
+        for (const Row &r : D->rows) {
+            size_t n = bkey(buf, D->uris[r.uri], r.uti);
+            if (ref_ck_add(C, D->dev[r.dev].data(), 36, buf, n, r.uri,
+                           r.uti.data(), 36) != 0)
+                abort();
+        }
+        break;
+#endif
+    default:
+        break;
+    }
+}
+
+void ensure(Kind k)
+{
+    make_data();
+    if (cur == k)
+        return;
+    destroy_cur();
+    purge();
+    size_t before = resident();
+    build(k);
+    purge();
+    size_t after = resident();
+    bytes_per_row = (double)(after - before) / (double)D->nrows;
+    cur = k;
+}
+
+void set_counters(benchmark::State &st, size_t per_iter)
+{
+    st.SetItemsProcessed((int64_t)(st.iterations() * per_iter));
+    if (st.thread_index() == 0) {
+        st.counters["bytes_per_row"] = bytes_per_row;
+        st.counters["payload_per_row"] = D->payload_per_row;
+        st.counters["rows"] = (double)D->nrows;
+    }
+}
+
+int count_row(void *arg, const struct engine_row *r)
+{
+    ++*(int64_t *)arg;
+    benchmark::DoNotOptimize(r->uti[0]);
+    return 0;
+}
+
+// --- engine ---------------------------------------------------------
+void setup_eng(const benchmark::State &) { ensure(ENG); }
+
+void BM_engine_device(benchmark::State &st)
+{
+    const bool hit = st.range(0);
+    engine_thread_online(E);
+    uint64_t x = 0x1234567 + (uint64_t)st.thread_index() * 7919;
+    int64_t seen = 0;
+    for (auto _ : st) {
+        const Id &k = hit ? D->dev[pick(x, D->dev.size())]
+                          : D->miss_dev[pick(x, D->miss_dev.size())];
+        int rc = engine_inquire_device(E, k.data(), 36, count_row, &seen, nullptr);
+        benchmark::DoNotOptimize(rc);
+    }
+    set_counters(st, 1);
+    engine_thread_offline(E);
+}
+
+void BM_engine_binding(benchmark::State &st)
+{
+    const bool hit = st.range(0);
+    engine_thread_online(E);
+    uint64_t x = 0x7654321 + (uint64_t)st.thread_index() * 7919;
+    int64_t seen = 0;
+    for (auto _ : st) {
+        const Row &r = D->rows[pick(x, D->rows.size())];
+        const std::string &u = D->uris[r.uri];
+        const Id &t = hit ? r.uti : D->miss_dev[pick(x, D->miss_dev.size())];
+        int rc = engine_inquire_binding(E, u.data(), u.size(), t.data(), 36,
+                                        count_row, &seen, nullptr);
+        benchmark::DoNotOptimize(rc);
+    }
+    set_counters(st, 1);
+    engine_thread_offline(E);
+}
+
+void BM_engine_device_batch16(benchmark::State &st)
+{
+    engine_thread_online(E);
+    uint64_t x = 0x55555 + (uint64_t)st.thread_index() * 7919;
+    int64_t seen = 0;
+    struct engine_key keys[16];
+    int res[16];
+    for (auto _ : st) {
+        for (int i = 0; i < 16; i++) {
+            keys[i].p = D->dev[pick(x, D->dev.size())].data();
+            keys[i].len = 36;
+        }
+        engine_inquire_device_batch(E, keys, 16, count_row, &seen, res);
+        benchmark::DoNotOptimize(res);
+    }
+    set_counters(st, 16);
+    engine_thread_offline(E);
+}
+
+// One writer lane: map fresh rows from a pool, removing them (untimed)
+// whenever the pool is used up, so the table stays at its size.
+void BM_engine_map(benchmark::State &st)
+{
+    static uint64_t lsn = 1ull << 40;
+    size_t i = 0, n = D->pool_dev.size();
+    const std::string &u = D->uris[7];
+    for (auto _ : st) {
+        if (i == n) {
+            st.PauseTiming();
+            for (size_t k = 0; k < n; k++)
+                engine_demap_device(E, D->pool_dev[k].data(), 36, ++lsn, nullptr, nullptr);
+            i = 0;
+            st.ResumeTiming();
+        }
+        struct engine_map_req rq = {};
+        rq.dev = D->pool_dev[i].data();
+        rq.dev_len = 36;
+        rq.uri = u.data();
+        rq.uri_len = u.size();
+        rq.uti = D->pool_uti[i].data();
+        rq.uti_len = 36;
+        int rc = engine_map(E, &rq, ++lsn, nullptr);
+        benchmark::DoNotOptimize(rc);
+        i++;
+    }
+    // after the timed loop: put the table back as it was
+    for (size_t k = 0; k < i; k++)
+        engine_demap_device(E, D->pool_dev[k].data(), 36, ++lsn, nullptr, nullptr);
+    set_counters(st, 1);
+}
+
+void BM_engine_demap(benchmark::State &st)
+{
+    static uint64_t lsn = 1ull << 50;
+    size_t n = D->pool_dev.size(), i = n;
+    const std::string &u = D->uris[9];
+    auto fill = [&] {
+        for (size_t k = 0; k < n; k++) {
+            struct engine_map_req rq = {};
+            rq.dev = D->pool_dev[k].data();
+            rq.dev_len = 36;
+            rq.uri = u.data();
+            rq.uri_len = u.size();
+            rq.uti = D->pool_uti[k].data();
+            rq.uti_len = 36;
+            engine_map(E, &rq, ++lsn, nullptr);
+        }
+    };
+    for (auto _ : st) {
+        if (i == n) {
+            st.PauseTiming();
+            fill();
+            i = 0;
+            st.ResumeTiming();
+        }
+        int rc = engine_demap(E, D->pool_dev[i].data(), 36, u.data(), u.size(),
+                              D->pool_uti[i].data(), 36, 0, ++lsn, nullptr, nullptr);
+        benchmark::DoNotOptimize(rc);
+        i++;
+    }
+    for (; i < n; i++) // after the timed loop: put the table back
+        engine_demap(E, D->pool_dev[i].data(), 36, u.data(), u.size(),
+                     D->pool_uti[i].data(), 36, 0, ++lsn, nullptr, nullptr);
+    set_counters(st, 1);
+}
+
+// --- references -------------------------------------------------------
+template <class Find> void lookup_dev(benchmark::State &st, Find find)
+{
+    const bool hit = st.range(0);
+    uint64_t x = 0x1234567 + (uint64_t)st.thread_index() * 7919;
+    for (auto _ : st) {
+        const Id &k = hit ? D->dev[pick(x, D->dev.size())]
+                          : D->miss_dev[pick(x, D->miss_dev.size())];
+        benchmark::DoNotOptimize(find(std::string_view(k.data(), 36)));
+    }
+    set_counters(st, 1);
+}
+
+template <class Find> void lookup_bind(benchmark::State &st, Find find)
+{
+    const bool hit = st.range(0);
+    uint64_t x = 0x7654321 + (uint64_t)st.thread_index() * 7919;
+    char buf[1200];
+    for (auto _ : st) {
+        const Row &r = D->rows[pick(x, D->rows.size())];
+        const Id &t = hit ? r.uti : D->miss_dev[pick(x, D->miss_dev.size())];
+        size_t n = bkey(buf, D->uris[r.uri], t);
+        benchmark::DoNotOptimize(find(std::string_view(buf, n)));
+    }
+    set_counters(st, 1);
+}
+
+// Each "find" visits the rows (touches each UTI) like the engine callback.
+inline int64_t visit(const std::vector<RRow> &v)
+{
+    int64_t n = 0;
+    for (const RRow &r : v) {
+        benchmark::DoNotOptimize(r.uti[0]);
+        n++;
+    }
+    return n;
+}
+
+#ifdef ICS_HAVE_ABSL
+void setup_absl(const benchmark::State &) { ensure(ABSL); }
+void BM_absl_device(benchmark::State &st)
+{
+    lookup_dev(st, [](std::string_view k) -> int64_t {
+        auto it = A_dev->find(absl::string_view(k.data(), k.size()));
+        return it == A_dev->end() ? -1 : visit(it->second);
+    });
+}
+void BM_absl_binding(benchmark::State &st)
+{
+    lookup_bind(st, [](std::string_view k) -> int64_t {
+        auto it = A_bind->find(absl::string_view(k.data(), k.size()));
+        if (it == A_bind->end())
+            return -1;
+        // the device's record, as the engine returns it
+        auto d = A_dev->find(absl::string_view(D->dev[it->second].data(), 36));
+        return d == A_dev->end() ? -1 : 1;
+    });
+}
+#endif
+
+#ifdef ICS_HAVE_TBB
+void setup_tbb(const benchmark::State &) { ensure(TBB); }
+void BM_tbb_device(benchmark::State &st)
+{
+    lookup_dev(st, [](std::string_view k) -> int64_t {
+        TbbDev::const_accessor a;
+        return T_dev->find(a, k) ? visit(a->second) : -1;
+    });
+}
+void BM_tbb_binding(benchmark::State &st)
+{
+    lookup_bind(st, [](std::string_view k) -> int64_t {
+        TbbBind::const_accessor a;
+        if (!T_bind->find(a, k))
+            return -1;
+        uint32_t dv = a->second;
+        a.release();
+        TbbDev::const_accessor b;
+        return T_dev->find(b, std::string_view(D->dev[dv].data(), 36)) ? 1 : -1;
+    });
+}
+#endif
+
+#ifdef ICS_HAVE_CK
+void setup_ck(const benchmark::State &) { ensure(CK); }
+void BM_ck_device(benchmark::State &st)
+{
+    lookup_dev(st, [](std::string_view k) -> int64_t {
+        ref_ck_dev *d = ref_ck_dev_get(C, k.data(), k.size());
+        if (!d)
+            return -1;
+        for (uint32_t i = 0; i < d->n; i++)
+            benchmark::DoNotOptimize(d->rows[i].uti[0]);
+        return d->n;
+    });
+}
+void BM_ck_binding(benchmark::State &st)
+{
+    lookup_bind(st, [](std::string_view k) -> int64_t {
+        ref_ck_dev *d = ref_ck_bind_get(C, k.data(), k.size());
+        return d ? d->id[0] : -1;
+    });
+}
+#endif
+
+} // namespace
+
+#define LOOKUP(fn, setup) \
+    BENCHMARK(fn)->Setup(setup)->ArgName("hit")->Arg(1)->Arg(0)->Threads(1)->Threads(2)->UseRealTime()
+
+LOOKUP(BM_engine_device, setup_eng);
+LOOKUP(BM_engine_binding, setup_eng);
+BENCHMARK(BM_engine_device_batch16)->Setup(setup_eng)->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_engine_map)->Setup(setup_eng);
+BENCHMARK(BM_engine_demap)->Setup(setup_eng);
+#ifdef ICS_HAVE_ABSL
+LOOKUP(BM_absl_device, setup_absl);
+LOOKUP(BM_absl_binding, setup_absl);
+#endif
+#ifdef ICS_HAVE_TBB
+LOOKUP(BM_tbb_device, setup_tbb);
+LOOKUP(BM_tbb_binding, setup_tbb);
+#endif
+#ifdef ICS_HAVE_CK
+LOOKUP(BM_ck_device, setup_ck);
+LOOKUP(BM_ck_binding, setup_ck);
+#endif
+
+BENCHMARK_MAIN();
