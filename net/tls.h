@@ -8,9 +8,11 @@
  * chain to, an optional CRL, the ticket keys); a tls_conn is one connection.
  *
  * Threads: a tls_ctx may be shared by every loop thread: tls_conn_new,
- * tls_ctx_reload and tls_ctx_rotate_tickets may be called concurrently (a
- * mutex guards the SSL_CTX swap and the ticket keys; nothing here is
- * lock-free). A tls_conn belongs to one thread at a time.
+ * tls_conn_free, tls_ctx_reload and tls_ctx_rotate_tickets may be called
+ * concurrently (a mutex guards the SSL_CTX swap and the ticket keys; the
+ * only lock-free steps are reference counts, their orders named in tls.c).
+ * A tls_conn belongs to one thread at a time. Idle connections hold no
+ * buffers of this module (input and output are freed once drained).
  *
  * Per connection, in the loop (every call may queue ciphertext to send, so
  * after EACH of feed/read/write/shutdown check tls_conn_out):
