@@ -11,7 +11,10 @@ suite = unittest.defaultTestLoader.loadTestsFromNames(sys.argv[1:])
 res = unittest.TextTestRunner(verbosity=2).run(suite)
 if not res.wasSuccessful():
     sys.exit(1)
-if res.testsRun == len(res.skipped):
+ran = res.testsRun - len(res.skipped)
+for test, why in res.skipped:
+    print(f"SKIPPED {test}: {why}")
+if ran <= 0:
     sys.exit(77)
-print(f"{res.testsRun - len(res.skipped)} passed, 0 failed, {len(res.skipped)} skipped")
+print(f"{ran} passed, 0 failed, {len(res.skipped)} skipped")
 sys.exit(0)
