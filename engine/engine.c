@@ -113,16 +113,19 @@ struct hist {
     struct hent *ring[];
 };
 
-/* One row, stored inline in its device record; rows are 8-byte aligned and
- * variable-sized (the UTI is inline). */
-struct row {
+/* One row, stored inline in its device record, packed (no padding: x86
+ * loads unaligned words at full speed) and variable-sized (UTI inline).
+ * off leads from a row back to its record: the binding index points at
+ * rows, not records. */
+struct __attribute__((packed)) row {
     const struct name *uri;
     uint64_t lsn;
     uint32_t exp;
+    uint32_t off;    /* bytes from the record's start to this row */
     uint8_t uti_len; /* 1..128 */
     uint8_t uti[];
 };
-#define ROW_SZ(l) ((offsetof(struct row, uti) + (size_t)(l) + 7u) & ~(size_t)7u)
+#define ROW_SZ(l) (offsetof(struct row, uti) + (size_t)(l))
 
 /* One device: a single allocation holding the device ID and its rows. */
 struct rec {
@@ -131,10 +134,10 @@ struct rec {
     struct hist *hist;    /* NULL when history_len == 0; shared by versions */
     uint32_t nrows;
     uint32_t size;        /* allocation size, for the free seam */
-    uint16_t dev_len;
-    uint8_t dev[];
+    uint8_t dev_len;      /* 1..128 */
+    uint8_t dev[];        /* then the rows */
 };
-#define REC_HDR(dl) ((offsetof(struct rec, dev) + (size_t)(dl) + 7u) & ~(size_t)7u)
+#define REC_HDR(dl) (offsetof(struct rec, dev) + (size_t)(dl))
 
 static inline struct row *rec_rows(const struct rec *r)
 {
@@ -144,23 +147,30 @@ static inline struct row *row_next(const struct row *w)
 {
     return (struct row *)((uint8_t *)w + ROW_SZ(w->uti_len));
 }
+static inline struct rec *rec_of(const struct row *w)
+{
+    return (struct rec *)((uint8_t *)w - w->off);
+}
 
-/* Index slot. tag 0 = empty, 1 = tombstone, >= 2 = hash of a live key. */
-struct slot {
-    uint64_t tag;
-    void *ptr;
-};
-#define TAG_EMPTY 0u
-#define TAG_TOMB 1u
+/* Index slot: one 64-bit word, so a slot changes in one atomic store.
+ * Bits 0..47 hold the pointer (a record in the device index, a row in the
+ * binding index; x86-64 user addresses fit in 47 bits), bits 48..63 the
+ * low 16 bits of the key's hash, which filter probes without a load of the
+ * record. 0 = empty, 1 = tombstone. The slot's home is the top bits of the
+ * hash, recomputed from the record when a table is rebuilt. */
+#define SLOT_EMPTY 0u
+#define SLOT_TOMB 1u
+#define PTR_MASK ((UINT64_C(1) << 48) - 1)
 
 struct tab {
-    size_t cap; /* power of two */
-    unsigned shift; /* home = tag >> shift: the top bits, so home order is
+    size_t cap;     /* power of two */
+    unsigned shift; /* home = hash >> shift: the top bits, so home order is
                        hash order (engine_iterate relies on it) */
-    struct slot s[];
+    uint64_t s[];
 };
 
 struct idx {
+    uint64_t (*rehash)(const void *p); /* a slot's key hash, from its target */
     struct tab *cur;   /* readers: acquire load; writer: owner */
     struct tab *next;  /* writer only: the table being filled */
     size_t mig;        /* writer only: slots of cur copied into next */
@@ -348,20 +358,27 @@ static void retire(engine_t *e, void *p, size_t size)
 /* ------------------------------------------------------------------------ */
 /* Hashing                                                                   */
 
-static inline uint64_t fix_tag(uint64_t h)
-{
-    return h < 2 ? h + 2 : h; /* 0 and 1 mark empty and tombstone slots */
-}
 static inline uint64_t dev_hash(const void *d, size_t n)
 {
-    return fix_tag(XXH3_64bits(d, n));
+    return XXH3_64bits(d, n);
 }
 static uint64_t bind_hash(const void *u, size_t ul, const void *t, size_t tl)
 {
     uint8_t buf[ENGINE_URI_MAX + ENGINE_ID_MAX];
     memcpy(buf, u, ul);
     memcpy(buf + ul, t, tl);
-    return fix_tag(XXH3_64bits(buf, ul + tl));
+    return XXH3_64bits(buf, ul + tl);
+}
+
+static uint64_t rec_hash(const void *p)
+{
+    const struct rec *r = p;
+    return dev_hash(r->dev, r->dev_len);
+}
+static uint64_t row_hash(const void *p)
+{
+    const struct row *w = p;
+    return bind_hash(w->uri->b, w->uri->len, w->uti, w->uti_len);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -460,12 +477,12 @@ static void name_unref(engine_t *e, struct ntab *t, struct name *x)
 /* Index tables                                                              */
 
 #define MIN_CAP 16u
-#define MIG_STEP 64u /* slots copied per write; finishes a 2x grow from 75%
-                        load before 75% + 1/64 of inserts have arrived */
+#define MIG_STEP 16u /* slots copied per write: a 2x grow starting at 75%
+                        load ends before 75% + 1/16 */
 
 static size_t tab_bytes(size_t cap)
 {
-    return sizeof(struct tab) + cap * sizeof(struct slot);
+    return sizeof(struct tab) + cap * sizeof(uint64_t);
 }
 
 static struct tab *tab_new(engine_t *e, size_t cap, bool checked)
@@ -487,114 +504,113 @@ static size_t cap_for(size_t live)
     return cap;
 }
 
-static inline size_t home_of(const struct tab *t, uint64_t tag)
+static inline size_t home_of(const struct tab *t, uint64_t h)
 {
-    return (size_t)(tag >> t->shift);
+    return (size_t)(h >> t->shift);
+}
+static inline uint64_t slot_of(uint64_t h, const void *p)
+{
+    uint64_t v = (uint64_t)(uintptr_t)p;
+    ENGINE_PANIC_IF(v > PTR_MASK || v <= SLOT_TOMB);
+    return (h << 48) | v;
+}
+static inline bool tag_is(uint64_t w, uint64_t h)
+{
+    return (w >> 48) == (h & 0xffff) && w > SLOT_TOMB;
+}
+static inline void *ptr_of(uint64_t w)
+{
+    return (void *)(uintptr_t)(w & PTR_MASK);
 }
 
-static inline uint64_t ld_tag(const struct slot *s)
+static inline uint64_t ld_slot(const uint64_t *s)
 {
-    /* acquire: pairs with the release store of the tag in slot_fill, so a
-     * reader that sees a key's tag then sees its pointer (or a newer one),
-     * never the tombstone's NULL that preceded it. */
-    return __atomic_load_n(&s->tag, __ATOMIC_ACQUIRE);
+    /* acquire (consume would do: the record is reached through the loaded
+     * pointer): pairs with the release in st_slot, so the record or row a
+     * reader reaches was fully written before it was published — what
+     * rcu_dereference promises. */
+    return __atomic_load_n(s, __ATOMIC_ACQUIRE);
 }
-static inline void *ld_ptr(const struct slot *s)
+static inline void st_slot(uint64_t *s, uint64_t w)
 {
-    /* consume (acquire in practice): pairs with the release store of the
-     * pointer, so the record's bytes written before publication are seen —
-     * what rcu_dereference promises. */
-    return __atomic_load_n(&s->ptr, __ATOMIC_CONSUME);
+    /* release: the record is fully built before any reader can load it. */
+    __atomic_store_n(s, w, __ATOMIC_RELEASE);
 }
-
-static inline void slot_fill(struct slot *s, uint64_t tag, void *p)
+static inline uint64_t wr_slot(const uint64_t *s)
 {
-    /* release: the record is fully built before any reader can load p. */
-    __atomic_store_n(&s->ptr, p, __ATOMIC_RELEASE);
-    /* release: a reader acquiring this tag also sees p stored above. */
-    __atomic_store_n(&s->tag, tag, __ATOMIC_RELEASE);
-}
-static inline void slot_kill(struct slot *s)
-{
-    /* release: keeps the order tag-then-pointer for readers; a reader that
-     * still sees the old tag gets the old pointer or NULL, both safe. */
-    __atomic_store_n(&s->tag, (uint64_t)TAG_TOMB, __ATOMIC_RELEASE);
-    /* relaxed: NULL publishes no memory. */
-    __atomic_store_n(&s->ptr, NULL, __ATOMIC_RELAXED);
-}
-
-/* Writer: first empty or tombstone slot for tag (the key is known absent). */
-static size_t tab_put(struct tab *t, uint64_t tag, void *p, bool *was_empty)
-{
-    size_t m = t->cap - 1, i = home_of(t, tag);
     /* relaxed: only the writer stores slots; it reads its own stores. */
-    while (__atomic_load_n(&t->s[i].tag, __ATOMIC_RELAXED) >= 2)
+    return __atomic_load_n(s, __ATOMIC_RELAXED);
+}
+
+/* Writer: first empty or tombstone slot for h (the key is known absent). */
+static size_t tab_put(struct tab *t, uint64_t h, const void *p, bool *was_empty)
+{
+    size_t m = t->cap - 1, i = home_of(t, h);
+    while (wr_slot(&t->s[i]) > SLOT_TOMB)
         i = (i + 1) & m;
-    *was_empty = __atomic_load_n(&t->s[i].tag, __ATOMIC_RELAXED) == TAG_EMPTY;
-    slot_fill(&t->s[i], tag, p);
+    *was_empty = wr_slot(&t->s[i]) == SLOT_EMPTY;
+    st_slot(&t->s[i], slot_of(h, p));
     return i;
 }
 
-/* Writer: the slot holding exactly (tag, p). It must exist. */
-static size_t tab_find_ptr(const struct tab *t, uint64_t tag, const void *p)
+/* Writer: the slot holding exactly (h, p). It must exist. */
+static size_t tab_find_ptr(const struct tab *t, uint64_t h, const void *p)
 {
-    size_t m = t->cap - 1, i = home_of(t, tag);
+    size_t m = t->cap - 1, i = home_of(t, h);
+    uint64_t want = slot_of(h, p);
     for (size_t n = 0; n < t->cap; n++, i = (i + 1) & m) {
-        uint64_t g = __atomic_load_n(&t->s[i].tag, __ATOMIC_RELAXED);
-        ENGINE_PANIC_IF(g == TAG_EMPTY);
-        if (g == tag && __atomic_load_n(&t->s[i].ptr, __ATOMIC_RELAXED) == p)
+        uint64_t w = wr_slot(&t->s[i]);
+        ENGINE_PANIC_IF(w == SLOT_EMPTY);
+        if (w == want)
             return i;
     }
     engine_panic(__FILE__, __LINE__, "index slot not found");
 }
 
-static void ix_insert(struct idx *x, uint64_t tag, void *p)
+static void ix_insert(struct idx *x, uint64_t h, const void *p)
 {
     bool empty;
-    size_t i = tab_put(x->cur, tag, p, &empty);
+    size_t i = tab_put(x->cur, h, p, &empty);
     x->live++;
     x->used += empty;
     if (x->next && i < x->mig) { /* already copied: mirror */
-        tab_put(x->next, tag, p, &empty);
+        tab_put(x->next, h, p, &empty);
         x->nlive++;
         x->nused += empty;
     }
 }
 
-static void ix_set(struct idx *x, size_t i, void *p)
+/* Repoints slot i of the current table (key hash h) to p. */
+static void ix_set(struct idx *x, size_t i, uint64_t h, const void *p)
 {
-    struct slot *s = &x->cur->s[i];
-    void *old = __atomic_load_n(&s->ptr, __ATOMIC_RELAXED);
-    uint64_t tag = __atomic_load_n(&s->tag, __ATOMIC_RELAXED);
-    /* release: publishes the new record version (rcu_assign_pointer). */
-    __atomic_store_n(&s->ptr, p, __ATOMIC_RELEASE);
+    uint64_t old = wr_slot(&x->cur->s[i]);
+    st_slot(&x->cur->s[i], slot_of(h, p)); /* release: publishes p */
     if (x->next && i < x->mig) {
-        size_t j = tab_find_ptr(x->next, tag, old);
-        __atomic_store_n(&x->next->s[j].ptr, p, __ATOMIC_RELEASE); /* same */
+        size_t j = tab_find_ptr(x->next, h, ptr_of(old));
+        st_slot(&x->next->s[j], slot_of(h, p));
     }
 }
 
-static void ix_del(struct idx *x, size_t i)
+static void ix_del(struct idx *x, size_t i, uint64_t h)
 {
-    struct slot *s = &x->cur->s[i];
-    void *old = __atomic_load_n(&s->ptr, __ATOMIC_RELAXED);
-    uint64_t tag = __atomic_load_n(&s->tag, __ATOMIC_RELAXED);
-    slot_kill(s);
+    uint64_t old = wr_slot(&x->cur->s[i]);
+    /* release is not needed for a tombstone (it publishes nothing), but
+     * st_slot keeps one store path; x86 pays nothing for it. */
+    st_slot(&x->cur->s[i], SLOT_TOMB);
     x->live--;
     if (x->next && i < x->mig) {
-        slot_kill(&x->next->s[tab_find_ptr(x->next, tag, old)]);
+        st_slot(&x->next->s[tab_find_ptr(x->next, h, ptr_of(old))], SLOT_TOMB);
         x->nlive--;
     }
 }
 
-/* Rebinds the slot (tag, old) to p. */
-static void ix_repoint(struct idx *x, uint64_t tag, const void *old, void *p)
+static void ix_repoint(struct idx *x, uint64_t h, const void *old, const void *p)
 {
-    ix_set(x, tab_find_ptr(x->cur, tag, old), p);
+    ix_set(x, tab_find_ptr(x->cur, h, old), h, p);
 }
-static void ix_remove(struct idx *x, uint64_t tag, const void *old)
+static void ix_remove(struct idx *x, uint64_t h, const void *old)
 {
-    ix_del(x, tab_find_ptr(x->cur, tag, old));
+    ix_del(x, tab_find_ptr(x->cur, h, old), h);
 }
 
 static int ix_start(engine_t *e, struct idx *x, size_t live, bool checked)
@@ -616,12 +632,10 @@ static void ix_step(engine_t *e, struct idx *x, size_t k)
         return;
     struct tab *c = x->cur;
     while (k-- && x->mig < c->cap) {
-        struct slot *s = &c->s[x->mig++];
-        uint64_t tag = __atomic_load_n(&s->tag, __ATOMIC_RELAXED);
-        void *p = __atomic_load_n(&s->ptr, __ATOMIC_RELAXED);
-        if (tag >= 2 && p) {
+        uint64_t w = wr_slot(&c->s[x->mig++]);
+        if (w > SLOT_TOMB) {
             bool empty;
-            tab_put(x->next, tag, p, &empty);
+            tab_put(x->next, x->rehash(ptr_of(w)), ptr_of(w), &empty);
             x->nlive++;
             x->nused += empty;
         }
@@ -688,12 +702,12 @@ static struct rec *dev_find(const struct tab *t, uint64_t h, const void *d,
 {
     size_t m = t->cap - 1, i = home_of(t, h);
     for (;;) {
-        uint64_t g = ld_tag(&t->s[i]);
-        if (g == TAG_EMPTY)
+        uint64_t w = ld_slot(&t->s[i]);
+        if (w == SLOT_EMPTY)
             return NULL;
-        if (g == h) {
-            struct rec *r = ld_ptr(&t->s[i]);
-            if (r && r->dev_len == n && memcmp(r->dev, d, n) == 0) {
+        if (tag_is(w, h)) {
+            struct rec *r = ptr_of(w);
+            if (r->dev_len == n && memcmp(r->dev, d, n) == 0) {
                 if (slot_i)
                     *slot_i = i;
                 return r;
@@ -703,22 +717,19 @@ static struct rec *dev_find(const struct tab *t, uint64_t h, const void *d,
     }
 }
 
-static struct rec *bind_find(const struct tab *t, uint64_t h, const void *u,
-                             size_t ul, const void *ut, size_t tl,
-                             const struct row **wp)
+/* Reader or writer: the row bound to (URI, UTI), or NULL. */
+static struct row *bind_find(const struct tab *t, uint64_t h, const void *u,
+                             size_t ul, const void *ut, size_t tl)
 {
     size_t m = t->cap - 1, i = home_of(t, h);
     for (;;) {
-        uint64_t g = ld_tag(&t->s[i]);
-        if (g == TAG_EMPTY)
+        uint64_t w = ld_slot(&t->s[i]);
+        if (w == SLOT_EMPTY)
             return NULL;
-        if (g == h) {
-            struct rec *r = ld_ptr(&t->s[i]);
-            const struct row *w = r ? rec_find_row(r, u, ul, ut, tl) : NULL;
-            if (w) {
-                *wp = w;
+        if (tag_is(w, h)) {
+            struct row *r = ptr_of(w);
+            if (row_is(r, u, ul, ut, tl))
                 return r;
-            }
         }
         i = (i + 1) & m;
     }
@@ -814,13 +825,13 @@ int engine_inquire_binding(engine_t *e, const void *uri, size_t uri_len,
     rd_lock();
     if (lsn)
         *lsn = ld_lsn(e);
-    const struct row *w = NULL;
-    const struct rec *r =
-        bind_find(cur_tab(&e->bix), h, uri, uri_len, uti, uti_len, &w);
+    const struct row *w =
+        bind_find(cur_tab(&e->bix), h, uri, uri_len, uti, uti_len);
     int rc = -ENOENT;
-    if (r) {
+    if (w) {
         rc = 1;
         if (fn) {
+            const struct rec *r = rec_of(w);
             struct engine_row v;
             row_view(&v, r, rec_prefs(r), w);
             int x = fn(arg, &v);
@@ -856,12 +867,9 @@ void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
         for (size_t i = 0; i < k; i++) {
             if (!h[i])
                 continue;
-            const struct slot *s = &t->s[home_of(t, h[i])];
-            if (ld_tag(s) == h[i]) {
-                const void *p = ld_ptr(s);
-                if (p)
-                    __builtin_prefetch(p);
-            }
+            uint64_t w = ld_slot(&t->s[home_of(t, h[i])]);
+            if (tag_is(w, h[i]))
+                __builtin_prefetch(ptr_of(w));
         }
         /* Stage 3: the lookups proper, in key order. */
         for (size_t i = 0; i < k; i++) {
@@ -906,8 +914,15 @@ struct cand {
     const struct rec *r;
 };
 
-/* Collects the live records whose home lies in [a, a+w) and whose tag is
- * >= from, sorted by tag. Returns the count, or -1 if more than cap. */
+/* The iteration order key: the device hash, never 0 (cursor 0 = done). */
+static inline uint64_t iter_key(const struct rec *r)
+{
+    uint64_t h = rec_hash(r);
+    return h ? h : 1;
+}
+
+/* Collects the live records whose home lies in [a, a+w) and whose key is
+ * >= from, sorted by key. Returns the count, or -1 if more than cap. */
 static long gather(const struct tab *t, size_t a, size_t w, uint64_t from,
                    struct cand *c, size_t cap)
 {
@@ -918,16 +933,17 @@ static long gather(const struct tab *t, size_t a, size_t w, uint64_t from,
      * every entry whose home is in the window (wrapping at the end). */
     for (size_t k = 0; k < t->cap; k++) {
         size_t i = (a + k) & m;
-        uint64_t g = ld_tag(&t->s[i]);
-        if (g == TAG_EMPTY && a + k >= last)
+        uint64_t sw = ld_slot(&t->s[i]);
+        if (sw == SLOT_EMPTY && a + k >= last)
             break;
-        if (g < 2)
+        if (sw <= SLOT_TOMB)
             continue;
+        const struct rec *r = ptr_of(sw);
+        if (!r->nrows)
+            continue;
+        uint64_t g = iter_key(r);
         size_t hm = home_of(t, g);
         if (hm < a || hm > last || g < from)
-            continue;
-        const struct rec *r = ld_ptr(&t->s[i]);
-        if (!r || !r->nrows)
             continue;
         if (n == cap)
             return -1;
@@ -1059,11 +1075,10 @@ int engine_collect_expired(engine_t *e, uint32_t now, size_t max,
     rd_lock();
     const struct tab *t = cur_tab(&e->dix);
     for (size_t i = 0; i < t->cap; i++) {
-        if (ld_tag(&t->s[i]) < 2)
+        uint64_t sw = ld_slot(&t->s[i]);
+        if (sw <= SLOT_TOMB)
             continue;
-        const struct rec *r = ld_ptr(&t->s[i]);
-        if (!r)
-            continue;
+        const struct rec *r = ptr_of(sw);
         const struct blob *pf = NULL;
         const struct row *w = rec_rows(r);
         for (uint32_t k = 0; k < r->nrows; k++, w = row_next(w)) {
@@ -1185,17 +1200,13 @@ static void rec_header_from(struct rec *n, const struct rec *o)
     memcpy(n->dev, o->dev, o->dev_len);
 }
 
-/* Repoints the binding slots of every row of old (except skip) to nr. */
-static void rebind_rows(engine_t *e, const struct rec *old, struct rec *nr,
-                        const struct row *skip)
+/* Copies a row into a new record at dst, fixing its back offset. */
+static struct row *row_copy(struct rec *nr, uint8_t *dst, const struct row *w)
 {
-    const struct row *w = rec_rows(old);
-    for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w)) {
-        if (w == skip)
-            continue;
-        uint64_t h = bind_hash(w->uri->b, w->uri->len, w->uti, w->uti_len);
-        ix_repoint(&e->bix, h, old, nr);
-    }
+    struct row *n = (struct row *)dst;
+    memcpy(n, w, ROW_SZ(w->uti_len));
+    n->off = (uint32_t)(dst - (uint8_t *)nr);
+    return n;
 }
 
 int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
@@ -1208,10 +1219,10 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
     write_begin(e);
 
     uint64_t bh = bind_hash(rq->uri, rq->uri_len, rq->uti, rq->uti_len);
-    const struct row *bw = NULL;
-    struct rec *br = bind_find(e->bix.cur, bh, rq->uri, rq->uri_len, rq->uti,
-                               rq->uti_len, &bw);
-    if (br) {
+    const struct row *bw = bind_find(e->bix.cur, bh, rq->uri, rq->uri_len,
+                                     rq->uti, rq->uti_len);
+    if (bw) {
+        const struct rec *br = rec_of(bw);
         if (br->dev_len != rq->dev_len ||
             memcmp(br->dev, rq->dev, rq->dev_len) != 0)
             return -EEXIST; /* bound to another device */
@@ -1270,25 +1281,29 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
     /* Phase 2: build and publish; nothing below fails. */
     if (old) {
         rec_header_from(nr, old);
-        memcpy(rec_rows(nr), rec_rows(old), ob);
         nr->nrows = old->nrows + 1;
     } else {
         nr->prefs = NULL;
         nr->hist = hs;
-        nr->dev_len = (uint16_t)rq->dev_len;
+        nr->dev_len = (uint8_t)rq->dev_len;
         memcpy(nr->dev, rq->dev, rq->dev_len);
         nr->nrows = 1;
     }
     struct name *prev_owner = old ? old->owner : NULL;
     nr->owner = ow;
-    struct row *w = (struct row *)((uint8_t *)rec_rows(nr) + ob);
+    uint8_t *dst = (uint8_t *)rec_rows(nr);
+    if (old) {
+        const struct row *w = rec_rows(old);
+        for (uint32_t k = 0; k < old->nrows; k++, w = row_next(w))
+            dst += ROW_SZ(row_copy(nr, dst, w)->uti_len);
+    }
+    struct row *w = (struct row *)dst;
     w->uri = u;
     w->lsn = lsn;
     w->exp = rq->expires_at;
+    w->off = (uint32_t)(dst - (uint8_t *)nr);
     w->uti_len = (uint8_t)rq->uti_len;
     memcpy(w->uti, rq->uti, rq->uti_len);
-    size_t pad = ROW_SZ(rq->uti_len) - offsetof(struct row, uti) - rq->uti_len;
-    memset(w->uti + rq->uti_len, 0, pad);
 
     if (nu)
         ntab_put(&e->uris, nu);
@@ -1300,13 +1315,17 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
     exp_lower(e, rq->expires_at);
 
     if (old) {
-        ix_set(&e->dix, di, nr); /* linearization point for device readers */
-        rebind_rows(e, old, nr, NULL);
+        ix_set(&e->dix, di, dh, nr); /* linearization point for device readers */
+        /* Then the binding slots of the rows carried over. */
+        const struct row *ow_ = rec_rows(old), *nw = rec_rows(nr);
+        for (uint32_t k = 0; k < old->nrows;
+             k++, ow_ = row_next(ow_), nw = row_next(nw))
+            ix_repoint(&e->bix, row_hash(ow_), ow_, nw);
     } else {
         ix_insert(&e->dix, dh, nr);
         set_counter(&e->devices, e->devices + 1);
     }
-    ix_insert(&e->bix, bh, nr);
+    ix_insert(&e->bix, bh, w);
     set_counter(&e->rows, e->rows + 1);
     if (old) {
         if (ow != prev_owner)
@@ -1360,33 +1379,34 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
         uint8_t *dst = (uint8_t *)rec_rows(nr);
         w = rec_rows(old);
         for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w))
-            if (!pick(w, ctx)) {
-                memcpy(dst, w, ROW_SZ(w->uti_len));
-                dst += ROW_SZ(w->uti_len);
-            }
+            if (!pick(w, ctx))
+                dst += ROW_SZ(row_copy(nr, dst, w)->uti_len);
     }
     /* Publish: binding slots first, so a binding reader never finds a row
      * after device readers stopped seeing it. */
     const struct blob *pf = old->prefs;
+    const struct row *nw = nr ? rec_rows(nr) : NULL;
     w = rec_rows(old);
     for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w)) {
-        uint64_t h = bind_hash(w->uri->b, w->uri->len, w->uti, w->uti_len);
+        uint64_t h = row_hash(w);
         if (pick(w, ctx)) {
             if (on_removed) {
                 struct engine_row v;
                 row_view(&v, old, pf, w);
                 on_removed(arg, &v);
             }
-            ix_remove(&e->bix, h, old);
+            ix_remove(&e->bix, h, w);
         } else {
-            ix_repoint(&e->bix, h, old, nr);
+            ix_repoint(&e->bix, h, w, nw);
+            nw = row_next(nw);
         }
     }
+    uint64_t dh = rec_hash(old);
     if (drop) {
-        ix_del(&e->dix, di);
+        ix_del(&e->dix, di, dh);
         set_counter(&e->devices, e->devices - 1);
     } else {
-        ix_set(&e->dix, di, nr);
+        ix_set(&e->dix, di, dh, nr);
     }
     set_counter(&e->rows, e->rows - k);
     /* Drop references only after the row bytes were read above. */
@@ -1477,12 +1497,12 @@ int engine_demap_binding(engine_t *e, const void *uri, size_t uri_len,
     if (bad_uri(uri, uri_len) || !uti || bad_id(uti_len))
         return -EINVAL;
     write_begin(e);
-    const struct row *w = NULL;
-    struct rec *r = bind_find(e->bix.cur,
-                              bind_hash(uri, uri_len, uti, uti_len), uri,
-                              uri_len, uti, uti_len, &w);
-    if (!r)
+    const struct row *w = bind_find(e->bix.cur,
+                                    bind_hash(uri, uri_len, uti, uti_len), uri,
+                                    uri_len, uti, uti_len);
+    if (!w)
         return -ENOENT;
+    struct rec *r = rec_of(w);
     size_t di;
     struct rec *r2 = dev_find(e->dix.cur, dev_hash(r->dev, r->dev_len), r->dev,
                               r->dev_len, &di);
@@ -1510,11 +1530,10 @@ int engine_demap_service(engine_t *e, const void *uri, size_t uri_len,
     int total = 0;
     struct tab *t = e->dix.cur;
     for (size_t i = 0; i < t->cap && left; i++) {
-        if (__atomic_load_n(&t->s[i].tag, __ATOMIC_RELAXED) < 2)
+        uint64_t sw = wr_slot(&t->s[i]);
+        if (sw <= SLOT_TOMB)
             continue;
-        struct rec *r = __atomic_load_n(&t->s[i].ptr, __ATOMIC_RELAXED);
-        if (!r)
-            continue;
+        struct rec *r = ptr_of(sw);
         int rc = remove_rows(e, i, r, pick_uri, u, on_removed, arg);
         if (rc < 0) {
             /* Rows removed so far stay removed (each is a whole change);
@@ -1703,6 +1722,8 @@ int engine_create(engine_t **out, const struct engine_config *cfg)
     e->bytes = sizeof *e;
     e->exp_state = EXP_NONE;
     size_t cap = cap_for(cfg->initial_devices);
+    e->dix.rehash = rec_hash;
+    e->bix.rehash = row_hash;
     e->dix.cur = tab_new(e, cap, true);
     e->bix.cur = tab_new(e, cap, true);
     if (!e->dix.cur || !e->bix.cur) {
@@ -1737,9 +1758,9 @@ void engine_destroy(engine_t *e)
     ENGINE_PANIC_IF(__atomic_load_n(&e->inflight, __ATOMIC_ACQUIRE) != 0);
     struct tab *t = e->dix.cur;
     for (size_t i = 0; i < t->cap; i++) {
-        if (t->s[i].tag < 2 || !t->s[i].ptr)
+        if (t->s[i] <= SLOT_TOMB)
             continue;
-        struct rec *r = t->s[i].ptr;
+        struct rec *r = ptr_of(t->s[i]);
         if (r->hist) {
             for (uint32_t k = 0; k < e->hlen; k++)
                 if (r->hist->ring[k])
