@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,8 +43,7 @@ static void on_signal(int sig)
 
 static void conn_close(int ep, struct conn *c)
 {
-    epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    close(c->fd);                      /* also leaves the epoll set */
     tls_conn_free(c->tls);
     free(c);
 }
@@ -73,13 +71,17 @@ static int on_readable(struct conn *c)
             return -1;
         if (n < 0)
             return errno == EAGAIN ? 0 : -1;
+        int more = (size_t)n == sizeof in;  /* else drained: skip the EAGAIN recv */
         if (tls_conn_feed(c->tls, in, (size_t)n) < 0) {
             refused++;
             flush_out(c);
             return -1;
         }
-        if (!tls_conn_ready(c->tls))
-            continue;
+        if (!tls_conn_ready(c->tls)) {
+            if (more)
+                continue;
+            return 0;
+        }
         if (!c->counted) {
             c->counted = 1;
             if (tls_conn_resumed(c->tls))
@@ -103,6 +105,8 @@ static int on_readable(struct conn *c)
         } else if (c->got == sizeof c->req - 1) {
             return -1;
         }
+        if (!more)
+            return 0;                  /* level-triggered epoll calls again */
     }
 }
 
@@ -161,7 +165,6 @@ int main(int argc, char **argv)
             if (!c) {
                 int fd;
                 while ((fd = accept4(ls, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
-                    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
                     c = calloc(1, sizeof *c);
                     c->fd = fd;
                     c->tls = tls_conn_new(ctx);
