@@ -106,10 +106,14 @@ struct hent {
     uint8_t b[];
 };
 
-struct hist {
-    uint32_t lock;  /* tiny spinlock among concurrent adders only */
+/* A device's rarely used parts, shared by all versions of its record:
+ * the prefs blob and the history ring. Allocated with the device when
+ * history_len > 0, else on its first set_prefs. */
+struct ext {
+    struct blob *prefs; /* NULL: none; replaced in place (atomic) */
+    uint32_t lock;      /* tiny spinlock among concurrent history adders */
     uint32_t pad;
-    uint64_t head;  /* entries ever added; ring[(head-1) % len] is newest */
+    uint64_t head;      /* entries ever added; ring[(head-1) % len] is newest */
     struct hent *ring[];
 };
 
@@ -130,10 +134,8 @@ struct __attribute__((packed)) row {
 /* One device: a single allocation holding the device ID and its rows. */
 struct rec {
     struct name *owner;   /* interned, NULL: none */
-    struct blob *prefs;   /* NULL: none; replaced in place (atomic) */
-    struct hist *hist;    /* NULL when history_len == 0; shared by versions */
+    struct ext *ext;      /* NULL: no prefs, no history; set in place (atomic) */
     uint32_t nrows;
-    uint32_t size;        /* allocation size, for the free seam */
     uint8_t dev_len;      /* 1..128 */
     uint8_t dev[];        /* then the rows */
 };
@@ -765,10 +767,16 @@ static void row_view(struct engine_row *v, const struct rec *r,
     }
 }
 
+static inline struct ext *rec_ext(const struct rec *r)
+{
+    /* consume: the ext was initialized before set_prefs stored it. */
+    return __atomic_load_n(&r->ext, __ATOMIC_CONSUME);
+}
 static inline const struct blob *rec_prefs(const struct rec *r)
 {
+    const struct ext *x = rec_ext(r);
     /* consume: the blob's bytes were written before set_prefs stored it. */
-    return __atomic_load_n(&r->prefs, __ATOMIC_CONSUME);
+    return x ? __atomic_load_n(&x->prefs, __ATOMIC_CONSUME) : NULL;
 }
 
 static int visit_rows(const struct rec *r, engine_row_fn fn, void *arg)
@@ -1164,14 +1172,23 @@ static size_t rec_size(size_t dev_len, size_t rows_bytes)
     return REC_HDR(dev_len) + rows_bytes;
 }
 
+/* Not stored, to keep the header small: the writer walks the rows. */
 static size_t rows_bytes(const struct rec *r)
 {
-    return r->size - REC_HDR(r->dev_len);
+    size_t n = 0;
+    const struct row *w = rec_rows(r);
+    for (uint32_t i = 0; i < r->nrows; i++, w = row_next(w))
+        n += ROW_SZ(w->uti_len);
+    return n;
+}
+static size_t rec_bytes(const struct rec *r)
+{
+    return rec_size(r->dev_len, rows_bytes(r));
 }
 
-static size_t hist_size(uint32_t len)
+static size_t ext_size(uint32_t hlen)
 {
-    return sizeof(struct hist) + (size_t)len * sizeof(struct hent *);
+    return sizeof(struct ext) + (size_t)hlen * sizeof(struct hent *);
 }
 
 static size_t hent_size(const struct hent *h)
@@ -1185,17 +1202,13 @@ static struct rec *rec_alloc(engine_t *e, size_t dev_len, size_t rbytes,
     size_t sz = rec_size(dev_len, rbytes);
     if (sz > UINT32_MAX)
         return NULL;
-    struct rec *r = eng_alloc(e, sz, checked);
-    if (r)
-        r->size = (uint32_t)sz;
-    return r;
+    return eng_alloc(e, sz, checked);
 }
 
 static void rec_header_from(struct rec *n, const struct rec *o)
 {
     n->owner = o->owner;
-    n->prefs = o->prefs; /* writer: its own latest store */
-    n->hist = o->hist;
+    n->ext = o->ext; /* writer: its own latest store */
     n->dev_len = o->dev_len;
     memcpy(n->dev, o->dev, o->dev_len);
 }
@@ -1249,7 +1262,7 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
     uint64_t uh = XXH3_64bits(rq->uri, rq->uri_len);
     struct name *u = ntab_find(&e->uris, uh, rq->uri, rq->uri_len);
     struct name *nu = NULL, *no = NULL;
-    struct hist *hs = NULL;
+    struct ext *hs = NULL;
     struct name *ow = old ? old->owner : NULL;
     if (!u) {
         if (ntab_reserve(e, &e->uris) < 0 ||
@@ -1268,10 +1281,10 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
         }
     }
     if (!old && e->hlen) {
-        hs = eng_alloc(e, hist_size(e->hlen), true);
+        hs = eng_alloc(e, ext_size(e->hlen), true);
         if (!hs)
             goto nomem;
-        memset(hs, 0, hist_size(e->hlen));
+        memset(hs, 0, ext_size(e->hlen));
     }
     size_t ob = old ? rows_bytes(old) : 0;
     struct rec *nr = rec_alloc(e, rq->dev_len, ob + ROW_SZ(rq->uti_len), true);
@@ -1283,8 +1296,7 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
         rec_header_from(nr, old);
         nr->nrows = old->nrows + 1;
     } else {
-        nr->prefs = NULL;
-        nr->hist = hs;
+        nr->ext = hs;
         nr->dev_len = (uint8_t)rq->dev_len;
         memcpy(nr->dev, rq->dev, rq->dev_len);
         nr->nrows = 1;
@@ -1330,7 +1342,7 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
     if (old) {
         if (ow != prev_owner)
             name_unref(e, &e->owners, prev_owner);
-        retire(e, old, old->size);
+        retire(e, old, rec_size(old->dev_len, ob));
     }
     publish_lsn(e, lsn);
     if (row_lsn)
@@ -1343,7 +1355,7 @@ nomem:
     if (no)
         eng_free(e, no, name_size(no->len));
     if (hs)
-        eng_free(e, hs, hist_size(e->hlen));
+        eng_free(e, hs, ext_size(e->hlen));
     return -ENOMEM;
 }
 
@@ -1357,9 +1369,10 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
                        const void *ctx, engine_row_fn on_removed, void *arg)
 {
     uint32_t k = 0;
-    size_t keep_bytes = 0;
+    size_t keep_bytes = 0, old_bytes = 0;
     const struct row *w = rec_rows(old);
     for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w)) {
+        old_bytes += ROW_SZ(w->uti_len);
         if (pick(w, ctx))
             k++;
         else
@@ -1384,7 +1397,7 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
     }
     /* Publish: binding slots first, so a binding reader never finds a row
      * after device readers stopped seeing it. */
-    const struct blob *pf = old->prefs;
+    const struct blob *pf = rec_prefs(old);
     const struct row *nw = nr ? rec_rows(nr) : NULL;
     w = rec_rows(old);
     for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w)) {
@@ -1416,9 +1429,13 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
             name_unref(e, &e->uris, (struct name *)w->uri);
     if (drop) {
         name_unref(e, &e->owners, old->owner);
-        retire(e, old->prefs, old->prefs ? sizeof(struct blob) + old->prefs->len : 0);
+        if (old->ext) { /* prefs only: a device with history is never dropped */
+            if (pf)
+                retire(e, (void *)pf, sizeof(struct blob) + pf->len);
+            retire(e, old->ext, ext_size(e->hlen));
+        }
     }
-    retire(e, old, old->size);
+    retire(e, old, rec_size(old->dev_len, old_bytes));
     return (int)k;
 }
 
@@ -1569,13 +1586,30 @@ int engine_set_prefs(engine_t *e, const void *dev, size_t dev_len,
         b->len = (uint32_t)len;
         memcpy(b->b, prefs, len);
     }
-    struct blob *old = r->prefs;
-    /* release: readers of this record version acquire the blob's bytes.
-     * Older versions still point at the old blob, retired below. Newer
-     * versions copy this pointer (rec_header_from). */
-    __atomic_store_n(&r->prefs, b, __ATOMIC_RELEASE);
-    if (old)
-        retire(e, old, sizeof *old + old->len);
+    struct ext *x = r->ext; /* writer: its own latest store */
+    if (!x) {
+        if (!b) {
+            write_end(e, lsn);
+            return 0; /* clearing what was never set */
+        }
+        x = eng_alloc(e, ext_size(e->hlen), true);
+        if (!x) {
+            eng_free(e, b, sizeof *b + len);
+            return -ENOMEM;
+        }
+        memset(x, 0, ext_size(e->hlen));
+        x->prefs = b;
+        /* release: readers of this record version acquire x initialized.
+         * Older versions keep NULL (their own, older state). */
+        __atomic_store_n(&r->ext, x, __ATOMIC_RELEASE);
+    } else {
+        struct blob *old = x->prefs;
+        /* release: readers acquire the blob's bytes. Every version of the
+         * record shares x, so all see the new prefs from here on. */
+        __atomic_store_n(&x->prefs, b, __ATOMIC_RELEASE);
+        if (old)
+            retire(e, old, sizeof *old + old->len);
+    }
     write_end(e, lsn);
     return 0;
 }
@@ -1608,7 +1642,7 @@ int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
         rd_unlock(e);
         return -ENOENT;
     }
-    struct hist *hs = r->hist; /* immutable in every version */
+    struct ext *hs = e->hlen ? rec_ext(r) : NULL; /* set at creation */
     if (!hs) {
         rd_unlock(e);
         return 0; /* history_len == 0: nothing is kept */
@@ -1669,7 +1703,7 @@ int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
         return -ENOENT;
     }
     int n = 0;
-    struct hist *hs = r->hist;
+    struct ext *hs = e->hlen ? rec_ext(r) : NULL;
     if (hs) {
         /* acquire: pairs with the adder's release of head. */
         uint64_t head = __atomic_load_n(&hs->head, __ATOMIC_ACQUIRE);
@@ -1761,15 +1795,15 @@ void engine_destroy(engine_t *e)
         if (t->s[i] <= SLOT_TOMB)
             continue;
         struct rec *r = ptr_of(t->s[i]);
-        if (r->hist) {
+        if (r->ext) {
             for (uint32_t k = 0; k < e->hlen; k++)
-                if (r->hist->ring[k])
-                    eng_free(e, r->hist->ring[k], hent_size(r->hist->ring[k]));
-            eng_free(e, r->hist, hist_size(e->hlen));
+                if (r->ext->ring[k])
+                    eng_free(e, r->ext->ring[k], hent_size(r->ext->ring[k]));
+            if (r->ext->prefs)
+                eng_free(e, r->ext->prefs, sizeof(struct blob) + r->ext->prefs->len);
+            eng_free(e, r->ext, ext_size(e->hlen));
         }
-        if (r->prefs)
-            eng_free(e, r->prefs, sizeof(struct blob) + r->prefs->len);
-        eng_free(e, r, r->size);
+        eng_free(e, r, rec_bytes(r));
     }
     struct ntab *nts[2] = {&e->uris, &e->owners};
     for (int k = 0; k < 2; k++) {
