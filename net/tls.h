@@ -113,7 +113,8 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx);
 void tls_conn_free(struct tls_conn *c);
 
 /* Takes n bytes of ciphertext received from the peer (copied) and advances
- * the handshake. 0, or negative: fatal, close after sending tls_conn_out:
+ * the handshake. The bytes wait in the connection until tls_conn_read takes
+ * them, so read after every feed (back-pressure is the caller's). 0, or negative: fatal, close after sending tls_conn_out:
  * -EACCES the client certificate was refused, -EPROTO not TLS / protocol
  * violation / version refused, -ENOMEM; tls_conn_error says why. */
 int tls_conn_feed(struct tls_conn *c, const void *in, size_t n);

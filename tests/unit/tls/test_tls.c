@@ -438,6 +438,30 @@ static void test_resumption_and_rotation(void)
     SSL_SESSION_free(s4);
     tls_ctx_destroy(ctx);
 
+    /* Rotation by time: with a 1 s period, a handshake 1.1 s later rotates
+     * (the ticket it issues is sealed with a new key), so one more manual
+     * rotation leaves s5's key two steps behind: no resumption, while the
+     * same sequence without the wait resumes (one rotation, checked above). */
+    struct tls_cfg tcfg = {
+        .cert_file = path("live-server.pem"), .key_file = path("live-server.key"),
+        .ca_file = path("ca.pem"), .ticket_rotate_s = 1,
+    };
+    CHECK_EQ(tls_ctx_create(&ctx, &tcfg, NULL, 0), 0);
+    SSL_SESSION *s5 = session_for(ctx, NULL, &resumed);
+    CHECK(!resumed);
+    usleep(1100 * 1000);
+    SSL_SESSION *s6 = session_for(ctx, NULL, &resumed);   /* rotates by time */
+    tls_ctx_rotate_tickets(ctx);
+    SSL_SESSION *s7 = session_for(ctx, s5, &resumed);
+    CHECK(!resumed);
+    SSL_SESSION *s8 = session_for(ctx, s7, &resumed);
+    CHECK(resumed);
+    SSL_SESSION_free(s5);
+    SSL_SESSION_free(s6);
+    SSL_SESSION_free(s7);
+    SSL_SESSION_free(s8);
+    tls_ctx_destroy(ctx);
+
     /* no_tickets: never resumes. */
     struct tls_cfg cfg = {
         .cert_file = path("live-server.pem"), .key_file = path("live-server.key"),
