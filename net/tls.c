@@ -251,10 +251,13 @@ static void rotate_locked(struct tls_ctx *ctx)
     OPENSSL_cleanse(&k, sizeof k);
 }
 
-/* mu held. */
+/* mu held. After two idle periods the previous key is too old as well. */
 static void rotate_if_due(struct tls_ctx *ctx)
 {
-    if (ctx->nkeys == 0 || mono_now() - ctx->rotated_at >= (time_t)ctx->rotate_s)
+    time_t age = mono_now() - ctx->rotated_at;
+    if (age >= 2 * (time_t)ctx->rotate_s)
+        ctx->nkeys = 0;
+    if (ctx->nkeys == 0 || age >= (time_t)ctx->rotate_s)
         rotate_locked(ctx);
 }
 
@@ -279,6 +282,10 @@ static int ticket_cb(SSL *ssl, uint8_t *key_name, uint8_t *iv,
 
     pthread_mutex_lock(&ctx->mu);
     rotate_if_due(ctx);
+    if (encrypt && ctx->nkeys == 0) {  /* no randomness: issue no ticket */
+        pthread_mutex_unlock(&ctx->mu);
+        return -1;
+    }
     if (encrypt) {
         k = ctx->keys[0];
     } else {
