@@ -1091,6 +1091,6 @@ size_t handle_input(struct conn *c, const uint8_t *p, size_t n)
         dispatch(c, &f);
         off += (size_t)rc;
     }
-    conn_mark_dirty(c);
+    conn_settle(c); /* entries the store refused at once are done already */
     return off;
 }

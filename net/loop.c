@@ -227,7 +227,7 @@ static void pend_free(struct pend *pe)
 
 /* Moves finished head entries (their response, then what queued behind
  * them) to the output, in order. */
-static void conn_settle(struct conn *c)
+void conn_settle(struct conn *c)
 {
     while (c->ph && c->ph->done) {
         struct pend *pe = c->ph;

@@ -158,6 +158,8 @@ void loop_log(struct loop *l, enum loop_log_level lvl, const char *fmt, ...)
 /* loop.c services for handlers. */
 struct buf *conn_sink(struct conn *c);            /* where a sync response goes */
 void conn_mark_dirty(struct conn *c);
+/* Moves finished response entries at the head to the output, in order. */
+void conn_settle(struct conn *c);
 struct pend *conn_pend_new(struct conn *c, const struct wire_frame *f, uint64_t t0);
 struct msg *msg_new(struct conn *c, struct pend *pe, size_t extra);
 void post_msg(struct loop *l, struct msg *m);     /* any thread */

@@ -51,6 +51,7 @@ static struct {
 
 static const char *level_name[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 
+static void vlog_at(int lvl, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void vlog_at(int lvl, const char *fmt, va_list ap)
 {
     if (lvl > icsd.cfg.log_level)
