@@ -479,8 +479,8 @@ static void name_unref(engine_t *e, struct ntab *t, struct name *x)
 /* Index tables                                                              */
 
 #define MIN_CAP 16u
-#define MIG_STEP 16u /* slots copied per write: a 2x grow starting at 75%
-                        load ends before 75% + 1/16 */
+#define MIG_STEP 16u /* slots copied per write: a 2x grow starting at 80%
+                        load ends before 80% + 1/16, under the 90% cap */
 
 static size_t tab_bytes(size_t cap)
 {
@@ -501,7 +501,7 @@ static struct tab *tab_new(engine_t *e, size_t cap, bool checked)
 static size_t cap_for(size_t live)
 {
     size_t cap = MIN_CAP;
-    while (cap * 3 < live * 8) /* load after a rebuild <= 3/8 */
+    while (cap < live * 2) /* load after a rebuild <= 1/2: a grow doubles */
         cap <<= 1;
     return cap;
 }
@@ -662,7 +662,7 @@ static void ix_step(engine_t *e, struct idx *x, size_t k)
 static int ix_reserve(engine_t *e, struct idx *x, size_t add)
 {
     size_t cap = x->cur->cap;
-    if (!x->next && (x->used + add) * 4 > cap * 3)
+    if (!x->next && (x->used + add) * 5 > cap * 4) /* above 80% */
         ix_start(e, x, x->live + add, true); /* failure tolerated below */
     if ((x->used + add) * 10 > cap * 9)
         return -ENOMEM;
