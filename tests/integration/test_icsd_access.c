@@ -1,0 +1,294 @@
+/* test_icsd_access.c — access control (wire-v1 section 4) and the
+ * two-phase mapping of Y.4462 10.1 against a real icsd: a tpsp sees only
+ * rows of its URIs and gets NOT_FOUND for the rest, an iot_sp only its
+ * devices, preferences hide rows, tpsp inquiries land in HISTORY, and
+ * MAP_REQUEST -> MAP_PENDING -> MAP_CONFIRM/REJECT -> MAP_RESULT with the
+ * events on both sides, the mailbox, DEMAPPED and pending expiry. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "itest.h"
+#include "test.h"
+
+static struct itest_srv srv;
+static struct itest_resp r;
+
+static int inquire(int fd, const char *dev)
+{
+    int st = itest_call(fd, &r, WIRE_OP_INQUIRE_DEVICE, 0, NULL, 0, dev, (uint16_t)strlen(dev),
+                        NULL, 0);
+    return st == 0 ? (int)wire_be32(r.value) : -st;
+}
+
+static int binding(int fd, const char *uri, const char *uti)
+{
+    struct buf v = BUF_INIT;
+    itest_s16(&v, uti);
+    int st = itest_call(fd, &r, WIRE_OP_INQUIRE_BINDING, 0, NULL, 0, uri, (uint16_t)strlen(uri),
+                        v.p, (uint32_t)v.len);
+    buf_free(&v);
+    return st;
+}
+
+static void watch(int fd, uint32_t mask)
+{
+    uint8_t ext[4];
+    buf_be32(ext, mask);
+    CHECK_EQ(itest_req(fd, WIRE_OP_WATCH, 77, 0, ext, 4, NULL, 0, NULL, 0), 0);
+    CHECK_EQ(itest_read(fd, &r), 0);
+    CHECK_EQ(r.magic, WIRE_MAGIC_RES);
+    CHECK_EQ(r.opcode, WIRE_OP_WATCH);
+    CHECK_EQ(r.status, 0);
+}
+
+/* Reads frames until an event with that code; fails on timeout. */
+static void expect_event(int fd, uint8_t code)
+{
+    for (int i = 0; i < 100; i++) {
+        CHECK_EQ(itest_read(fd, &r), 0);
+        if (r.magic == WIRE_MAGIC_EVT && r.opcode == code)
+            return;
+    }
+    CHECK(!"event not received");
+}
+
+static int map_request(int fd, const char *serial, const char *uri, const char *uti,
+                       uint8_t id[16])
+{
+    struct buf v = BUF_INIT;
+    itest_s16(&v, uri);
+    itest_s16(&v, uti);
+    int st = itest_call(fd, &r, WIRE_OP_MAP_REQUEST, 0, NULL, 0, serial,
+                        (uint16_t)strlen(serial), v.p, (uint32_t)v.len);
+    buf_free(&v);
+    if (st == 0) {
+        CHECK_EQ(r.value_len, 16);
+        memcpy(id, r.value, 16);
+    }
+    return st;
+}
+
+static int confirm(int fd, const uint8_t id[16], const char *dev)
+{
+    struct buf v = BUF_INIT;
+    itest_s16(&v, dev);
+    int st = itest_call(fd, &r, WIRE_OP_MAP_CONFIRM, 0, NULL, 0, id, 16, v.p, (uint32_t)v.len);
+    buf_free(&v);
+    return st;
+}
+
+static void setup_principals(int adm)
+{
+    const char *acme[] = {"ACME-", NULL}, *ta[] = {"https://a.example/", NULL},
+               *tb[] = {"https://b.example/", NULL}, *oth[] = {"OTH-", NULL};
+    CHECK_EQ(itest_principal(adm, "acme", 2, "acme-pw", acme), 0);
+    CHECK_EQ(itest_principal(adm, "other", 2, "other-pw", oth), 0);
+    CHECK_EQ(itest_principal(adm, "tpA", 4, "tpa-pw", ta), 0);
+    CHECK_EQ(itest_principal(adm, "tpB", 4, "tpb-pw", tb), 0);
+}
+
+static void test_visibility(int adm)
+{
+    CHECK_EQ(itest_map(adm, "dev-A1", "https://a.example/1", "u1", "acme", NULL), 0);
+    CHECK_EQ(itest_map(adm, "dev-A1", "https://b.example/1", "u2", "acme", NULL), 0);
+    CHECK_EQ(itest_map(adm, "dev-X", "https://b.example/x", "ux", NULL, NULL), 0);
+    int acme = itest_login(&srv, "acme", "acme-pw");
+    int ta = itest_login(&srv, "tpA", "tpa-pw");
+    int tb = itest_login(&srv, "tpB", "tpb-pw");
+    int oth = itest_login(&srv, "other", "other-pw");
+
+    CHECK_EQ(inquire(adm, "dev-A1"), 2);
+    CHECK_EQ(inquire(acme, "dev-A1"), 2);
+    CHECK_EQ(inquire(ta, "dev-A1"), 1);
+    CHECK(memmem(r.value, r.value_len, "https://a.example/1", 19) != NULL);
+    CHECK(memmem(r.value, r.value_len, "b.example", 9) == NULL);
+    CHECK_EQ(inquire(tb, "dev-A1"), 1);
+    /* Not its rows: NOT_FOUND, exactly as for a device that does not exist. */
+    CHECK_EQ(inquire(ta, "dev-X"), -WIRE_S_NOT_FOUND);
+    CHECK_EQ(inquire(ta, "no-such-device"), -WIRE_S_NOT_FOUND);
+    CHECK_EQ(inquire(oth, "dev-A1"), -WIRE_S_NOT_FOUND);
+    CHECK_EQ(inquire(acme, "dev-X"), -WIRE_S_NOT_FOUND);
+    CHECK_EQ(binding(ta, "https://b.example/1", "u2"), WIRE_S_NOT_FOUND);
+    CHECK_EQ(binding(tb, "https://b.example/1", "u2"), 0);
+    CHECK_MEM(r.value, "dev-A1", 6);
+    CHECK_EQ(binding(acme, "https://b.example/1", "u2"), 0);
+    CHECK_EQ(binding(oth, "https://b.example/1", "u2"), WIRE_S_NOT_FOUND);
+    /* Role checks: ACCESS_DENIED for opcodes the role may not send. */
+    CHECK_EQ(itest_map(ta, "dev-Z", "https://a.example/z", "uz", NULL, NULL),
+             WIRE_S_ACCESS_DENIED);
+    CHECK_EQ(itest_call(ta, &r, WIRE_OP_SNAPSHOT, 0, NULL, 0, NULL, 0, NULL, 0),
+             WIRE_S_ACCESS_DENIED);
+    /* A tpsp demapping another tpsp's row: NOT_FOUND, and the row stays. */
+    struct buf v = BUF_INIT;
+    itest_s16(&v, "https://b.example/1");
+    itest_s16(&v, "u2");
+    CHECK_EQ(itest_call(ta, &r, WIRE_OP_DEMAP, 0, NULL, 0, "dev-A1", 6, v.p, (uint32_t)v.len),
+             WIRE_S_NOT_FOUND);
+    CHECK_EQ(itest_call(oth, &r, WIRE_OP_DEMAP_DEVICE, 0, NULL, 0, "dev-A1", 6, NULL, 0),
+             WIRE_S_NOT_FOUND);
+    CHECK_EQ(itest_call(ta, &r, WIRE_OP_DEMAP_SERVICE, 0, NULL, 0, "https://b.example/1", 19,
+                        NULL, 0), WIRE_S_NOT_FOUND);
+    CHECK_EQ(inquire(adm, "dev-A1"), 2);
+
+    /* HISTORY: tpA's inquiry is recorded (event 3); tpB sees only its URIs. */
+    uint8_t ext[4] = {0, 0, 0, 50};
+    CHECK_EQ(itest_call(adm, &r, WIRE_OP_HISTORY, 0, ext, 4, "dev-A1", 6, NULL, 0), 0);
+    CHECK(wire_be32(r.value) >= 3);
+    CHECK_EQ(r.value[4 + 8], 3);
+    CHECK(memmem(r.value, r.value_len, "tpB", 3) != NULL);
+    CHECK(memmem(r.value, r.value_len, "tpA", 3) != NULL);
+    CHECK_EQ(itest_call(tb, &r, WIRE_OP_HISTORY, 0, ext, 4, "dev-A1", 6, NULL, 0), 0);
+    CHECK(memmem(r.value, r.value_len, "a.example", 9) == NULL);
+
+    /* Preferences: the owner denies b.example; tpB then sees nothing. */
+    v.len = 0;
+    buf_put_u32(&v, 0);
+    buf_put_u16(&v, 0);
+    buf_put_u16(&v, 1);
+    itest_s16(&v, "https://b.example/");
+    buf_put_u16(&v, 0);
+    CHECK_EQ(itest_call(ta, &r, WIRE_OP_PREFS_SET, 0, NULL, 0, "dev-A1", 6, v.p, (uint32_t)v.len),
+             WIRE_S_ACCESS_DENIED);
+    CHECK_EQ(itest_call(oth, &r, WIRE_OP_PREFS_SET, 0, NULL, 0, "dev-A1", 6, v.p,
+                        (uint32_t)v.len), WIRE_S_NOT_FOUND);
+    CHECK_EQ(itest_call(acme, &r, WIRE_OP_PREFS_SET, 0, NULL, 0, "dev-A1", 6, v.p, 3),
+             WIRE_S_EINVAL);
+    CHECK_EQ(itest_call(acme, &r, WIRE_OP_PREFS_SET, 0, NULL, 0, "dev-A1", 6, v.p,
+                        (uint32_t)v.len), 0);
+    CHECK(r.cas > 0);
+    CHECK_EQ(itest_call(acme, &r, WIRE_OP_PREFS_GET, 0, NULL, 0, "dev-A1", 6, NULL, 0), 0);
+    CHECK_EQ(r.value_len, v.len);
+    CHECK_MEM(r.value, v.p, v.len);
+    CHECK_EQ(inquire(tb, "dev-A1"), -WIRE_S_NOT_FOUND);
+    CHECK_EQ(binding(tb, "https://b.example/1", "u2"), WIRE_S_NOT_FOUND);
+    CHECK_EQ(inquire(ta, "dev-A1"), 1);
+    CHECK_EQ(inquire(acme, "dev-A1"), 2);
+    buf_free(&v);
+    close(acme);
+    close(ta);
+    close(tb);
+    close(oth);
+}
+
+static void test_two_phase(void)
+{
+    int acme = itest_login(&srv, "acme", "acme-pw");
+    int acme_w = itest_login(&srv, "acme", "acme-pw");
+    int ta = itest_login(&srv, "tpA", "tpa-pw");
+    int ta_w = itest_login(&srv, "tpA", "tpa-pw");
+    int oth = itest_login(&srv, "other", "other-pw");
+    watch(acme_w, WIRE_W_MAP_PENDING | WIRE_W_DEMAPPED);
+    watch(ta_w, WIRE_W_MAP_RESULT | WIRE_W_DEMAPPED);
+    uint8_t id[16], id2[16];
+
+    /* Out of scope / nobody owns the serial. */
+    CHECK_EQ(map_request(ta, "ACME-0007", "https://b.example/7", "u7", id),
+             WIRE_S_ACCESS_DENIED);
+    CHECK_EQ(map_request(ta, "ZZZ-0007", "https://a.example/7", "u7", id), WIRE_S_NOT_FOUND);
+
+    CHECK_EQ(map_request(ta, "ACME-0007", "https://a.example/7", "u7", id), 0);
+    expect_event(acme_w, WIRE_EV_MAP_PENDING);
+    CHECK_EQ(r.keylen, 16);
+    CHECK_MEM(r.key, id, 16);
+    CHECK_MEM(r.value, "\0\11ACME-0007\0\23https://a.example/7\0\2u7", 2 + 9 + 2 + 19 + 2 + 2);
+    /* Only the routed iot_sp may answer; a tpsp may not at all. */
+    CHECK_EQ(confirm(oth, id, "dev-A7"), WIRE_S_NOT_FOUND);
+    CHECK_EQ(confirm(ta, id, "dev-A7"), WIRE_S_ACCESS_DENIED);
+    CHECK_EQ(confirm(acme, id, "dev-A7"), 0);
+    CHECK(r.cas > 0);
+    expect_event(ta_w, WIRE_EV_MAP_RESULT);
+    CHECK_EQ(r.status, 0);
+    CHECK_MEM(r.key, id, 16);
+    CHECK_MEM(r.value, "\0\6dev-A7", 8);
+    CHECK_EQ(confirm(acme, id, "dev-A7"), WIRE_S_NOT_FOUND); /* taken once */
+    CHECK_EQ(inquire(ta, "dev-A7"), 1);
+    CHECK_EQ(inquire(acme, "dev-A7"), 1); /* acme owns it now */
+
+    /* Reject: the tpsp gets MAP_RESULT NOT_FOUND with the reason. */
+    CHECK_EQ(map_request(ta, "ACME-0008", "https://a.example/8", "u8", id2), 0);
+    expect_event(acme_w, WIRE_EV_MAP_PENDING);
+    struct buf v = BUF_INIT;
+    itest_s16(&v, "user declined");
+    CHECK_EQ(itest_call(acme, &r, WIRE_OP_MAP_REJECT, 0, NULL, 0, id2, 16, v.p, (uint32_t)v.len),
+             0);
+    expect_event(ta_w, WIRE_EV_MAP_RESULT);
+    CHECK_EQ(r.status, WIRE_S_NOT_FOUND);
+    CHECK_MEM(r.key, id2, 16);
+    CHECK_MEM(r.value, "\0\15user declined", 15);
+
+    /* DEMAPPED reaches both the owner and the tpsp of the URI. */
+    v.len = 0;
+    itest_s16(&v, "https://a.example/7");
+    itest_s16(&v, "u7");
+    CHECK_EQ(itest_call(ta, &r, WIRE_OP_DEMAP, 0, NULL, 0, "dev-A7", 6, v.p, (uint32_t)v.len), 0);
+    uint64_t lsn = r.cas;
+    expect_event(ta_w, WIRE_EV_DEMAPPED);
+    CHECK_EQ(r.keylen, 6);
+    CHECK_MEM(r.key, "dev-A7", 6);
+    CHECK_EQ(r.cas, lsn);
+    expect_event(acme_w, WIRE_EV_DEMAPPED);
+    CHECK_MEM(r.key, "dev-A7", 6);
+
+    /* Mailbox: with no WATCH connection the MAP_RESULT waits, and comes
+     * right after the next WATCH. */
+    close(ta_w);
+    usleep(100000);
+    CHECK_EQ(map_request(ta, "ACME-0009", "https://a.example/9", "u9", id), 0);
+    expect_event(acme_w, WIRE_EV_MAP_PENDING);
+    CHECK_EQ(confirm(acme, id, "dev-A9"), 0);
+    ta_w = itest_login(&srv, "tpA", "tpa-pw");
+    watch(ta_w, WIRE_W_MAP_RESULT);
+    expect_event(ta_w, WIRE_EV_MAP_RESULT);
+    CHECK_MEM(r.key, id, 16);
+    CHECK_EQ(r.status, 0);
+    buf_free(&v);
+    close(acme);
+    close(acme_w);
+    close(ta);
+    close(ta_w);
+    close(oth);
+}
+
+static void test_pending_expiry(void)
+{
+    struct itest_srv s2;
+    const char *args[] = {"--pending-ttl", "1", NULL};
+    itest_start(&s2, args);
+    int adm = itest_login(&s2, NULL, NULL);
+    const char *acme[] = {"ACME-", NULL}, *ta[] = {"https://a.example/", NULL};
+    CHECK_EQ(itest_principal(adm, "acme", 2, "acme-pw", acme), 0);
+    CHECK_EQ(itest_principal(adm, "tpA", 4, "tpa-pw", ta), 0);
+    int t = itest_login(&s2, "tpA", "tpa-pw");
+    int tw = itest_login(&s2, "tpA", "tpa-pw");
+    int a = itest_login(&s2, "acme", "acme-pw");
+    watch(tw, WIRE_W_MAP_RESULT);
+    uint8_t id[16];
+    CHECK_EQ(map_request(t, "ACME-1", "https://a.example/1", "u1", id), 0);
+    expect_event(tw, WIRE_EV_MAP_RESULT); /* within SO_RCVTIMEO (10 s) */
+    CHECK_EQ(r.status, WIRE_S_NOT_FOUND);
+    CHECK_MEM(r.key, id, 16);
+    CHECK_EQ(confirm(a, id, "dev-1"), WIRE_S_NOT_FOUND);
+    close(t);
+    close(tw);
+    close(a);
+    close(adm);
+    CHECK_EQ(itest_stop(&s2), 0);
+    itest_cleanup(&s2);
+}
+
+int main(void)
+{
+    itest_start(&srv, NULL);
+    int adm = itest_login(&srv, NULL, NULL);
+    setup_principals(adm);
+    test_visibility(adm);
+    test_two_phase();
+    close(adm);
+    CHECK_EQ(itest_stop(&srv), 0);
+    itest_cleanup(&srv);
+    test_pending_expiry();
+    itest_resp_free(&r);
+    return 0;
+}
