@@ -862,18 +862,31 @@ size_t tls_conn_out_pending(const struct tls_conn *c)
     return c->out_total;
 }
 
+int tls_conn_out_iov(struct tls_conn *c, struct iovec *iov, int max)
+{
+    int n = 0;
+    for (struct tls_out_chunk *k = c->out_head; k && n < max; k = k->next) {
+        if (k->off == k->len)
+            continue;
+        iov[n].iov_base = k->data + k->off;
+        iov[n].iov_len = k->len - k->off;
+        n++;
+    }
+    return n;
+}
+
 void tls_conn_out_consume(struct tls_conn *c, size_t n)
 {
-    struct tls_out_chunk *k = c->out_head;
-    if (!k)
-        return;
-    if (n > k->len - k->off)
-        n = k->len - k->off;
-    k->off += n;
-    c->out_total -= n;
-    /* A sent chunk is freed even when it is the tail: idle connections then
-     * hold no output memory. */
-    if (k->off == k->len) {
+    struct tls_out_chunk *k;
+    while ((k = c->out_head) != NULL) {
+        size_t take = n < k->len - k->off ? n : k->len - k->off;
+        k->off += take;
+        c->out_total -= take;
+        n -= take;
+        if (k->off < k->len)
+            break;
+        /* A sent chunk is freed even when it is the tail: idle connections
+         * then hold no output memory. */
         c->out_head = k->next;
         if (!c->out_head)
             c->out_tail = NULL;

@@ -65,6 +65,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -114,12 +115,13 @@ void tls_conn_free(struct tls_conn *c);
 
 /* Takes n bytes of ciphertext received from the peer (copied) and advances
  * the handshake. The bytes wait in the connection until tls_conn_read takes
- * them, so read after every feed (back-pressure is the caller's). 0, or negative: fatal, close after sending tls_conn_out:
+ * them, so read after every feed (back-pressure is the caller's).
+ * Returns 0, or negative: fatal, close after sending tls_conn_out:
  * -EACCES the client certificate was refused, -EPROTO not TLS / protocol
  * violation / version refused, -ENOMEM; tls_conn_error says why. */
 int tls_conn_feed(struct tls_conn *c, const void *in, size_t n);
 
-/* Decrypts into out (cap bytes, straight from the record). Returns bytes
+/* Decrypts into out (cap bytes; one copy from the decrypted record). Returns bytes
  * (> 0), 0 when no complete record is waiting, -ENOTCONN once the peer
  * sent close_notify, or another negative errno (fatal). */
 ssize_t tls_conn_read(struct tls_conn *c, void *out, size_t cap);
@@ -132,15 +134,20 @@ int tls_conn_write(struct tls_conn *c, const void *plain, size_t n);
 /* Queues a close_notify alert (then send tls_conn_out and close). */
 void tls_conn_shutdown(struct tls_conn *c);
 
-/* The ciphertext waiting to be sent: returns its length and sets *p to its
- * first contiguous piece (the return value is that piece's length; after
- * consuming it call again for the next). 0 when nothing waits. */
+/* Ciphertext waiting to be sent is a list of pieces (each up to 32 KiB, or
+ * one big write). tls_conn_out sets *p to the first piece and returns its
+ * length, 0 when nothing waits; after consuming it, call again. */
 size_t tls_conn_out(struct tls_conn *c, const uint8_t **p);
+
+/* The same as up to max iovecs, for one sendmsg/writev (io_uring
+ * IORING_OP_SENDMSG); returns how many were filled. */
+int tls_conn_out_iov(struct tls_conn *c, struct iovec *iov, int max);
 
 /* Total bytes queued (all pieces), e.g. for back-pressure. */
 size_t tls_conn_out_pending(const struct tls_conn *c);
 
-/* n bytes of the piece tls_conn_out returned were sent. */
+/* n bytes were sent, counted from the start of the queue (may span pieces;
+ * more than is queued counts as all). */
 void tls_conn_out_consume(struct tls_conn *c, size_t n);
 
 /* 1 once the handshake is complete (and the client certificate verified). */

@@ -707,6 +707,47 @@ static void test_out_stability(void)
     ERR_clear_error();
     CHECK_EQ(got, 5 + sizeof big);
 
+    /* The iovec view: several pieces at once, consumed across pieces. */
+    static uint8_t big2[200000];
+    for (size_t i = 0; i < sizeof big2; i++)
+        big2[i] = (uint8_t)(i * 7);
+    CHECK_EQ(tls_conn_write(c, big2, sizeof big2), 0);
+    CHECK_EQ(tls_conn_write(c, "tail", 4), 0);
+    total = tls_conn_out_pending(c);
+    struct iovec iov[64];
+    int niov = tls_conn_out_iov(c, iov, 64);
+    CHECK(niov >= 2);                  /* 32 KiB pieces */
+    size_t sum = 0;
+    for (int i = 0; i < niov; i++)
+        sum += iov[i].iov_len;
+    CHECK_EQ(sum, total);
+    CHECK_EQ(tls_conn_out_iov(c, iov, 1), 1);   /* max is respected */
+    niov = tls_conn_out_iov(c, iov, 64);
+    size_t first = iov[0].iov_len + 10;   /* spans into the second piece */
+    CHECK(BIO_write(cl.rb, iov[0].iov_base, (int)iov[0].iov_len) > 0);
+    CHECK(BIO_write(cl.rb, iov[1].iov_base, 10) == 10);
+    tls_conn_out_consume(c, first);
+    CHECK_EQ(tls_conn_out_pending(c), total - first);
+    niov = tls_conn_out_iov(c, iov, 64);
+    sum = 0;
+    for (int i = 0; i < niov; i++) {
+        CHECK(BIO_write(cl.rb, iov[i].iov_base, (int)iov[i].iov_len) == (int)iov[i].iov_len);
+        sum += iov[i].iov_len;
+    }
+    CHECK_EQ(sum, total - first);
+    tls_conn_out_consume(c, SIZE_MAX);     /* more than queued: all */
+    CHECK_EQ(tls_conn_out_pending(c), 0);
+    CHECK_EQ(tls_conn_out_iov(c, iov, 64), 0);
+    static uint8_t back[sizeof big2 + 4];
+    got = 0;
+    while (got < sizeof back) {
+        r = SSL_read(cl.ssl, back + got, (int)(sizeof back - got));
+        CHECK(r > 0);
+        got += (size_t)r;
+    }
+    CHECK_MEM(back, big2, sizeof big2);
+    CHECK_MEM(back + sizeof big2, "tail", 4);
+
     /* Shutdown queues a close_notify the client recognizes. */
     tls_conn_shutdown(c);
     to_client(&cl, c);
