@@ -3,7 +3,7 @@
 
 Starts tls_echo_server (net/tls behind blocking sockets) on a port the OS
 picks and checks: a TLS 1.3 client with a certificate gets NOOP and QUIT
-answered; TLS 1.2, no certificate, an expired and a revoked certificate are
+answered, and resumes with its ticket on a second connection; TLS 1.2, no certificate, an expired and a revoked certificate are
 refused with the right reason in the server's log; a plaintext memcached
 client gets an error, not a crash.
 Usage: test_tls_openssl.py ECHO_SERVER MKCERTS   (exit 0 pass, 1 fail, 77 skip)
@@ -68,9 +68,10 @@ def main():
                        check=True, stdout=subprocess.DEVNULL)
         cert = lambda n: ["-cert", f"{d}/{n}.pem", "-key", f"{d}/{n}.key"]
 
-        p, port, log = start_server(server, d, 6)
+        p, port, log = start_server(server, d, 7)
+        sess = f"{d}/alice.sess"
         # 1. TLS 1.3 with a client certificate: NOOP then QUIT answered.
-        r = s_client(d, port, ["-tls1_3", *cert("alice")], NOOP + QUIT)
+        r = s_client(d, port, ["-tls1_3", *cert("alice"), "-sess_out", sess], NOOP + QUIT)
         out = r.stdout
         if len(out) != 48:
             fail(f"expected two 24-byte responses, got {len(out)} bytes: {out!r} "
@@ -79,6 +80,10 @@ def main():
             fail(f"bad NOOP response {out[:24].hex()}")
         if out[24] != 0x81 or out[25] != 0x07 or out[30:32] != b"\0\0":
             fail(f"bad QUIT response {out[24:].hex()}")
+        # 1b. The same client resumes with the ticket it got.
+        r = s_client(d, port, ["-tls1_3", *cert("alice"), "-sess_in", sess], NOOP + QUIT)
+        if len(r.stdout) != 48 or r.stdout[:2] != b"\x81\x0a":
+            fail(f"resumed connection: got {r.stdout!r}")
         # 2. TLS 1.2 is refused (the server is 1.3-only by default).
         r = s_client(d, port, ["-tls1_2", *cert("alice")], NOOP)
         if r.returncode == 0 or r.stdout:
@@ -112,7 +117,8 @@ def main():
         log.seek(0)
         lines = log.read().splitlines()
         print("\n".join(lines))
-        want = ["ready principal=alice", "refused: protocol version not allowed",
+        want = ["ready principal=alice", "ready principal=alice",
+                "refused: protocol version not allowed",
                 "refused: no client certificate", "refused: certificate expired",
                 "refused: certificate revoked", "refused: not TLS (plaintext client?)"]
         if rc != 0:
@@ -124,10 +130,12 @@ def main():
                 fail(f"log line {line!r} should start with {w!r}")
         if "version=TLSv1.3" not in lines[0]:
             fail("not TLS 1.3")
+        if "resumed=0" not in lines[0] or "resumed=1" not in lines[1]:
+            fail("the second connection did not resume from the ticket")
         fp = subprocess.run(["openssl", "x509", "-in", f"{d}/alice.pem", "-noout",
                              "-fingerprint", "-sha256"], capture_output=True, text=True,
                             check=True).stdout.split("=", 1)[1].strip().replace(":", "").lower()
-        if f"fp={fp}" not in lines[0]:
+        if f"fp={fp}" not in lines[0] or f"fp={fp}" not in lines[1]:
             fail("fingerprint differs from openssl's")
         print("test_tls_openssl: all passed")
     finally:
