@@ -394,6 +394,30 @@ def case_length_mismatch(d, a):
             s.close()
     n = run_for(2.0, once)
     log("  %d rounds of %d malformed headers: EINVAL each, then NOOP or close" % (n, len(bad)))
+    if d.user is None:
+        return
+    # A field length that overruns its container (authenticated): EINVAL,
+    # and nothing is stored.
+    s = connect(d.port)
+    if sasl(s, d.user, d.secret) != ST_OK:
+        SKIPPED.append("SASL not available: field-overrun check")
+        return
+    ghost = b"hostile-ghost-device"
+    overruns = [
+        ("URI str16 longer than the value", struct.pack(">H", 500) + b"https://x/"),
+        ("UTI str16 longer than the value", str16(URI) + struct.pack(">H", 40) + b"u"),
+        ("value cut inside a str16 length", str16(URI) + b"\x00"),
+    ]
+    for what, value in overruns:
+        r = call(s, OP_MAP, key=ghost, value=value)
+        if r["status"] in (ST_UNKNOWN, ST_NOT_SUPPORTED):
+            SKIPPED.append("MAP not implemented: field-overrun check")
+            return
+        check(r["status"] == ST_EINVAL, "MAP with %s: status 0x%04x, want EINVAL" % (what, r["status"]))
+    r = call(s, OP_INQUIRE_DEVICE, key=ghost)
+    check(r["status"] == ST_NOT_FOUND, "a MAP refused as EINVAL left a row behind (0x%04x)" % r["status"])
+    s.close()
+    log("  %d MAPs with overrunning str16 fields: EINVAL each, nothing stored" % len(overruns))
 
 
 def case_idle_truncated(d, a):
