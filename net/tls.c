@@ -20,7 +20,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,16 +116,12 @@ static time_t mono_now(void)
     return ts.tv_sec;
 }
 
-__attribute__((format(printf, 3, 4)))
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+/* A macro, not a va_list helper: snprintf checks every format directly. */
+#define set_err(err, errlen, ...)                                          \
+    do {                                                                   \
+        if ((err) && (errlen))                                             \
+            snprintf((err), (errlen), __VA_ARGS__);                        \
+    } while (0)
 
 static const char *ssl_reason(void)
 {
