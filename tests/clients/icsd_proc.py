@@ -100,6 +100,16 @@ class Icsd:
         except (ic.UnknownCommand, ic.NotSupported, ic.Timeout) as e:
             raise unittest.SkipTest(f"icsd does not serve SASL yet ({e})")
 
+    def wait_stopped(self) -> None:
+        """Waits until a SIGSTOPped icsd is really stopped (state T)."""
+        for _ in range(100):
+            try:
+                if open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T":
+                    return
+            except OSError:
+                return
+            time.sleep(0.01)
+
     def signal(self, sig: int) -> None:
         if self.proc:
             self.proc.send_signal(sig)
