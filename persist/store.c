@@ -135,10 +135,11 @@ static void slog(store_t *s, enum store_log_level lvl, const char *fmt, ...)
  * probability 1/k at each marked point. Read once at store_open; the one
  * process-wide copy is fine because only the crash writer sets it. */
 static int crash_k_global;
+static const char *crash_at_global;   /* ICS_CRASH_AT: only points naming it */
 static void crash_point(const char *where)
 {
     int k = __atomic_load_n(&crash_k_global, __ATOMIC_RELAXED);
-    if (k > 0 && rand() % k == 0) {
+    if (k > 0 && (!crash_at_global || strstr(where, crash_at_global)) && rand() % k == 0) {
         fprintf(stderr, "crash point: %s\n", where);
         abort();
     }
@@ -910,6 +911,7 @@ int store_open(store_t **out, engine_t *e, const struct store_config *cfg, char 
     pthread_condattr_destroy(&ca);
     const char *ck = getenv("ICS_CRASH_POINTS");
     if (ck && atoi(ck) > 0) {
+        crash_at_global = getenv("ICS_CRASH_AT");
         __atomic_store_n(&crash_k_global, atoi(ck), __ATOMIC_RELAXED);
         srand((unsigned)(getpid() ^ (unsigned)mono_us()));
     }
