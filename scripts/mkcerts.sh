@@ -6,6 +6,7 @@
 #   --alias F:P       client cert F.pem: CN=F but SAN URI urn:ics:principal:P (tests precedence)
 #   --cn-only NAME    client cert without a SAN URI (principal from the CN)
 #   --expired NAME    client cert that expired in 2020
+#   --future NAME     client cert not valid before 2099
 #   --untrusted NAME  client cert from another CA (other-ca.pem), not ours
 #   --revoked NAME    client cert listed in crl.pem
 #   --server-eku NAME client cert whose extendedKeyUsage is serverAuth only
@@ -19,7 +20,7 @@
 # meant for production keys.
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 case $1 in -h|--help) usage ;; esac
 OUT=$1; shift
@@ -28,12 +29,13 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 umask 077
 
-CLIENTS=() ALIASES=() CNONLY=() EXPIRED=() UNTRUSTED=() REVOKED=() SERVEREKU=() SERVERS=()
+CLIENTS=() ALIASES=() CNONLY=() EXPIRED=() FUTURE=() UNTRUSTED=() REVOKED=() SERVEREKU=() SERVERS=()
 while [ $# -gt 0 ]; do
   case $1 in
     --alias)      ALIASES+=("$2"); shift 2 ;;
     --cn-only)    CNONLY+=("$2"); shift 2 ;;
     --expired)    EXPIRED+=("$2"); shift 2 ;;
+    --future)     FUTURE+=("$2"); shift 2 ;;
     --untrusted)  UNTRUSTED+=("$2"); shift 2 ;;
     --revoked)    REVOKED+=("$2"); shift 2 ;;
     --server-eku) SERVEREKU+=("$2"); shift 2 ;;
@@ -158,6 +160,10 @@ done
 for n in "${EXPIRED[@]+"${EXPIRED[@]}"}"; do
   checkname "$n"
   issue "$CA" "$OUT/$n" "$n" "$(client_ext "$n")" -startdate 20200101000000Z -enddate 20200102000000Z
+done
+for n in "${FUTURE[@]+"${FUTURE[@]}"}"; do
+  checkname "$n"
+  issue "$CA" "$OUT/$n" "$n" "$(client_ext "$n")" -startdate 20990101000000Z -enddate 20990102000000Z
 done
 for n in "${REVOKED[@]+"${REVOKED[@]}"}"; do
   checkname "$n"

@@ -360,12 +360,44 @@ static void test_refusals(void)
     client_free(&cl);
 
     expect_refused(ctx, "old", TLS1_3_VERSION, -EACCES, "certificate expired");
+    expect_refused(ctx, "later", TLS1_3_VERSION, -EACCES, "certificate not yet valid");
     expect_refused(ctx, "evil", TLS1_3_VERSION, -EACCES, "certificate not trusted");
     expect_refused(ctx, "gone", TLS1_3_VERSION, -EACCES, "certificate revoked");
     expect_refused(ctx, "srv", TLS1_3_VERSION, -EACCES, "certificate not for client authentication");
     expect_refused(ctx, NULL, TLS1_3_VERSION, -EACCES, "no client certificate");
     expect_refused(ctx, "alice", TLS1_2_VERSION, -EPROTO, "protocol version not allowed");
     tls_ctx_destroy(ctx);
+
+    /* Two trusted CAs but a CRL for one only: the other's certificates are
+     * refused, since revocation cannot be checked for them. */
+    {
+        char cmd[1200];
+        snprintf(cmd, sizeof cmd, "cat '%s' '%s' > '%s'", path("ca.pem"), path("other-ca.pem"),
+                 path("two-cas.pem"));
+        CHECK(system(cmd) == 0);
+        struct tls_cfg two = {
+            .cert_file = path("live-server.pem"), .key_file = path("live-server.key"),
+            .ca_file = path("two-cas.pem"), .crl_file = path("crl.pem"),
+        };
+        CHECK_EQ(tls_ctx_create(&ctx, &two, NULL, 0), 0);
+        expect_refused(ctx, "evil", TLS1_3_VERSION, -EACCES, "no CRL for the certificate's issuer");
+        CHECK_EQ(connect_as(ctx, "alice", TLS1_3_VERSION, NULL, &cl, &c), 0);
+        tls_conn_free(c);
+        client_free(&cl);
+        tls_ctx_destroy(ctx);
+        /* Without revocation checks: trusted. (path() buffers rotate, so
+         * the names are made again.) */
+        two.cert_file = path("live-server.pem");
+        two.key_file = path("live-server.key");
+        two.ca_file = path("two-cas.pem");
+        two.crl_file = NULL;
+        CHECK_EQ(tls_ctx_create(&ctx, &two, NULL, 0), 0);
+        CHECK_EQ(connect_as(ctx, "evil", TLS1_3_VERSION, NULL, &cl, &c), 0);
+        CHECK(strcmp(tls_conn_principal(c), "evil") == 0);
+        tls_conn_free(c);
+        client_free(&cl);
+        tls_ctx_destroy(ctx);
+    }
 
     /* Without the CRL the revoked certificate is (by configuration) fine. */
     ctx = make_ctx(0, NULL);
@@ -384,6 +416,14 @@ static void test_refusals(void)
     client_free(&cl);
     expect_refused(ctx, NULL, TLS1_2_VERSION, -EACCES, "no client certificate");
     expect_refused(ctx, "gone", TLS1_2_VERSION, -EACCES, "certificate revoked");
+    /* A TLS 1.2 client offering only suites we do not (CBC, no ECDHE). */
+    client_init(&cl, "alice", TLS1_2_VERSION, NULL);
+    CHECK(SSL_set_cipher_list(cl.ssl, "AES128-SHA"));
+    c = tls_conn_new(ctx);
+    CHECK_EQ(handshake(&cl, c), -EPROTO);
+    CHECK(strcmp(tls_conn_error(c), "no shared cipher") == 0);
+    tls_conn_free(c);
+    client_free(&cl);
     tls_ctx_destroy(ctx);
 }
 
@@ -775,7 +815,8 @@ int main(int argc, char **argv)
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "'%s' '%s' alice bob --alias carol:dave --cn-only erin --expired old "
-             "--untrusted evil --revoked gone --server-eku srv --server server2 >/dev/null",
+             "--untrusted evil --revoked gone --server-eku srv --server server2 "
+             "--future later >/dev/null",
              argv[1], dir);
     CHECK(system(cmd) == 0);
     file_copy(path("server.pem"), path("live-server.pem"));
