@@ -287,6 +287,22 @@ static void test_handshake_identity_and_data(void)
     round_trip(&cl, c, 16384);
     round_trip(&cl, c, 1 << 20);
 
+    /* A client KeyUpdate asking for ours (BoringSSL sends the answer ahead
+     * of the next write): data flows on under the new keys both ways. */
+    CHECK(SSL_key_update(cl.ssl, SSL_KEY_UPDATE_REQUESTED) == 1);
+    CHECK_EQ(SSL_write(cl.ssl, "k", 1), 1);
+    CHECK_EQ(to_server(&cl, c), 0);
+    uint8_t k1[4];
+    CHECK_EQ(tls_conn_read(c, k1, sizeof k1), 1);
+    CHECK_EQ(tls_conn_write(c, "K", 1), 0);
+    /* 27 bytes of KeyUpdate record go first, then the 1-byte record. */
+    CHECK_EQ(tls_conn_out_pending(c), 27 + 1 + 22);
+    to_client(&cl, c);
+    CHECK_EQ(SSL_read(cl.ssl, k1, sizeof k1), 1);
+    CHECK_EQ(k1[0], 'K');
+    round_trip(&cl, c, 3000);
+    round_trip(&cl, c, 20000);
+
     /* Reading with nothing fed is "none yet", not an error. */
     uint8_t b[16];
     CHECK_EQ(tls_conn_read(c, b, sizeof b), 0);
