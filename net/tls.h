@@ -127,7 +127,8 @@ int tls_conn_feed(struct tls_conn *c, const void *in, size_t n);
 ssize_t tls_conn_read(struct tls_conn *c, void *out, size_t cap);
 
 /* Encrypts n plaintext bytes (all of them, as full 16 KiB records) into the
- * outgoing ciphertext queue. 0, -EAGAIN before the handshake is complete,
+ * outgoing ciphertext queue, after any post-handshake message BoringSSL
+ * owes the peer (a KeyUpdate answer goes out ahead of the next write). 0, -EAGAIN before the handshake is complete,
  * or another negative errno (fatal). */
 int tls_conn_write(struct tls_conn *c, const void *plain, size_t n);
 
