@@ -257,6 +257,13 @@ static void conn_free(struct conn *c)
         pend_free(pe);
     }
     principal_put(c->p);
+#ifdef ICS_HAVE_TLS
+    if (c->tls) {
+        if (!c->tls_ready)
+            w->handshakes--;
+        tls_conn_free(c->tls);
+    }
+#endif
     w->conns[c->slot] = NULL;
     w->gens[c->slot]++;
     w->free_slots[w->nfree++] = c->slot;
@@ -310,6 +317,20 @@ static struct io_uring_sqe *get_sqe(struct worker *w)
 static void conn_send(struct conn *c)
 {
     struct io_uring_sqe *sqe = get_sqe(c->w);
+#ifdef ICS_HAVE_TLS
+    if (c->tls) {
+        /* The piece stays put until consumed (tls.h), so the kernel may
+         * read it while more ciphertext is queued behind it. */
+        const uint8_t *p;
+        size_t n = tls_conn_out(c->tls, &p);
+        io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(sqe, ud_make(U_SEND, c->slot, c->gen));
+        c->send_inflight = 1;
+        if (!c->send_since_us)
+            c->send_since_us = mono_us();
+        return;
+    }
+#endif
     io_uring_prep_send(sqe, c->fd, c->sending.p + c->sent, c->sending.len - c->sent,
                        MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, ud_make(U_SEND, c->slot, c->gen));
@@ -331,6 +352,32 @@ static void flush_dirty(struct worker *w)
             conn_maybe_free(c);
             continue;
         }
+#ifdef ICS_HAVE_TLS
+        if (c->tls) {
+            if (c->out.len && c->tls_ready) {
+                if (tls_conn_write(c->tls, c->out.p, c->out.len) < 0) {
+                    conn_close(c);
+                    conn_maybe_free(c);
+                    continue;
+                }
+                c->out.len = 0;
+            }
+            size_t pend = tls_conn_out_pending(c->tls);
+            if (pend > limit) {
+                atomic_fetch_add_explicit(&w->l->closed_overflow, 1, memory_order_relaxed);
+                conn_close(c);
+                conn_maybe_free(c);
+                continue;
+            }
+            if (!c->send_inflight && pend)
+                conn_send(c);
+            else if (!c->send_inflight && c->close_after_flush && !c->ph) {
+                conn_close(c);
+                conn_maybe_free(c);
+            }
+            continue;
+        }
+#endif
         if (c->out.len + c->sending.len > limit) {
             /* A client that does not read what it asked for. */
             atomic_fetch_add_explicit(&w->l->closed_overflow, 1, memory_order_relaxed);
@@ -354,11 +401,15 @@ static void flush_dirty(struct worker *w)
     }
 }
 
-static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
+static void on_accept(struct worker *w, struct io_uring_cqe *cqe, int is_tls)
 {
     struct loop *l = w->l;
-    if (!(cqe->flags & IORING_CQE_F_MORE))
-        w->accept_armed = 0;
+    if (!(cqe->flags & IORING_CQE_F_MORE)) {
+        if (is_tls)
+            w->taccept_armed = 0;
+        else
+            w->accept_armed = 0;
+    }
     if (cqe->res < 0) {
         if (cqe->res != -ECANCELED && !w->stopping)
             loop_log(l, LOOP_LOG_WARN, "accept: %s", strerror(-cqe->res));
@@ -377,6 +428,19 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
         return;
     }
     struct conn *c = calloc(1, sizeof *c);
+#ifdef ICS_HAVE_TLS
+    if (c && is_tls) {
+        /* Handshakes cost CPU before anyone is authenticated: bounded. */
+        if (w->handshakes >= l->cfg.max_handshakes || !(c->tls = tls_conn_new(l->d.tls))) {
+            free(c);
+            c = NULL;
+            atomic_fetch_add_explicit(&l->rejected_conns, 1, memory_order_relaxed);
+        } else {
+            w->handshakes++;
+            c->hs_start_us = mono_us();
+        }
+    }
+#endif
     if (!c) {
         atomic_fetch_sub_explicit(&l->curr_conns, 1, memory_order_relaxed);
         close(fd);
@@ -436,6 +500,65 @@ static void conn_input(struct conn *c, const uint8_t *p, size_t n)
     buf_consume(&c->in, used);
 }
 
+#ifdef ICS_HAVE_TLS
+/* The handshake just completed: a client certificate naming a principal
+ * (whose fingerprint pin, if any, matches) authenticates the connection. */
+static void tls_authenticate(struct worker *w, struct conn *c)
+{
+    c->tls_ready = 1;
+    w->handshakes--;
+    const char *name = tls_conn_principal(c->tls);
+    const char *hex = tls_conn_fingerprint_hex(c->tls);
+    if (!name)
+        return;
+    struct principal *p = principal_get(w->l->d.reg, name, strlen(name));
+    uint8_t fp[PRINCIPAL_FP_LEN];
+    int ok = p && hex && strlen(hex) == 2 * PRINCIPAL_FP_LEN;
+    for (unsigned i = 0; ok && i < PRINCIPAL_FP_LEN; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+            ok = 0;
+        fp[i] = (uint8_t)v;
+    }
+    if (ok && principal_fp_matches(p, fp)) {
+        c->p = p;
+        loop_log(w->l, LOOP_LOG_DEBUG, "TLS connection %u authenticated as %s", c->slot, name);
+    } else {
+        loop_log(w->l, LOOP_LOG_INFO, "TLS client certificate for '%s' refused (%s)", name,
+                 p ? "fingerprint pin mismatch" : "no such principal");
+        principal_put(p);
+    }
+}
+
+/* Ciphertext in: advance the handshake, then parse what decrypts. */
+static void tls_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
+{
+    int rc = tls_conn_feed(c->tls, p, n);
+    if (rc < 0) {
+        loop_log(w->l, LOOP_LOG_INFO, "TLS connection %u: %s", c->slot, tls_conn_error(c->tls));
+        c->stop_input = 1;
+        c->close_after_flush = 1; /* send the alert, then close */
+        conn_mark_dirty(c);
+        return;
+    }
+    if (!c->tls_ready && tls_conn_ready(c->tls))
+        tls_authenticate(w, c);
+    for (;;) {
+        ssize_t r = tls_conn_read(c->tls, w->plain, BUF_SIZE);
+        if (r > 0) {
+            conn_input(c, w->plain, (size_t)r);
+            continue;
+        }
+        if (r < 0) {
+            c->stop_input = 1;
+            c->close_after_flush = 1;
+        }
+        break;
+    }
+    conn_mark_dirty(c);
+}
+#endif
+
 static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 {
     int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
@@ -458,7 +581,12 @@ static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
     if (!c->closing) {
         c->last_in_us = mono_us();
-        conn_input(c, w->bufs + (size_t)bid * w->bufsz, (size_t)cqe->res);
+#ifdef ICS_HAVE_TLS
+        if (c->tls)
+            tls_input(w, c, w->bufs + (size_t)bid * w->bufsz, (size_t)cqe->res);
+        else
+#endif
+            conn_input(c, w->bufs + (size_t)bid * w->bufsz, (size_t)cqe->res);
     }
     recycle_buf(w, bid);
     if (!more && !c->closing)
@@ -475,8 +603,18 @@ static void on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
         conn_maybe_free(c);
         return;
     }
-    c->sent += (size_t)cqe->res;
     c->send_since_us = 0;
+#ifdef ICS_HAVE_TLS
+    if (c->tls) {
+        tls_conn_out_consume(c->tls, (size_t)cqe->res);
+        if (c->closing)
+            conn_maybe_free(c);
+        else
+            conn_mark_dirty(c);
+        return;
+    }
+#endif
+    c->sent += (size_t)cqe->res;
     if (c->closing) {
         conn_maybe_free(c);
         return;
@@ -566,12 +704,15 @@ static void arm_timer(struct worker *w)
     w->timer_armed = 1;
 }
 
-static void arm_accept(struct worker *w)
+static void arm_accept(struct worker *w, int is_tls)
 {
     struct io_uring_sqe *sqe = get_sqe(w);
-    io_uring_prep_multishot_accept(sqe, w->lfd, NULL, NULL, 0);
-    io_uring_sqe_set_data64(sqe, ud_make(U_ACCEPT, 0, 0));
-    w->accept_armed = 1;
+    io_uring_prep_multishot_accept(sqe, is_tls ? w->tlfd : w->lfd, NULL, NULL, 0);
+    io_uring_sqe_set_data64(sqe, ud_make(U_ACCEPT, (uint32_t)is_tls, 0));
+    if (is_tls)
+        w->taccept_armed = 1;
+    else
+        w->accept_armed = 1;
 }
 
 static void pending_expired(void *arg, const uint8_t id[PENDING_ID_LEN],
@@ -594,6 +735,13 @@ static void on_tick(struct worker *w)
          * not take: both hold memory for nothing. */
         int stale_in = c->in.len > 0 && !c->blocked && now - c->last_in_us > idle;
         int stale_out = c->send_inflight && c->send_since_us && now - c->send_since_us > idle;
+        if (c->tls && !c->tls_ready &&
+            now - c->hs_start_us > (uint64_t)l->cfg.handshake_timeout_s * 1000000u) {
+            loop_log(l, LOOP_LOG_INFO, "TLS handshake timeout on connection %u", i);
+            conn_close(c);
+            conn_maybe_free(c);
+            continue;
+        }
         if (stale_in || stale_out) {
             atomic_fetch_add_explicit(&l->closed_idle, 1, memory_order_relaxed);
             loop_log(l, LOOP_LOG_INFO, "closing idle connection %u (%s)", i,
@@ -617,6 +765,11 @@ static void begin_stop(struct worker *w)
     struct io_uring_sqe *sqe = get_sqe(w);
     io_uring_prep_cancel64(sqe, ud_make(U_ACCEPT, 0, 0), 0);
     io_uring_sqe_set_data64(sqe, 0);
+    if (w->taccept_armed) {
+        sqe = get_sqe(w);
+        io_uring_prep_cancel64(sqe, ud_make(U_ACCEPT, 1, 0), 0);
+        io_uring_sqe_set_data64(sqe, 0);
+    }
 }
 
 /* During shutdown: once a connection has no change in flight and nothing
@@ -642,9 +795,11 @@ static void *worker_main(void *arg)
     engine_thread_online(l->d.engine);
     arm_wake(w);
     arm_timer(w);
-    arm_accept(w);
+    arm_accept(w, 0);
+    if (w->tlfd >= 0)
+        arm_accept(w, 1);
     for (;;) {
-        if (w->stopping && w->nlive == 0 && !w->accept_armed)
+        if (w->stopping && w->nlive == 0 && !w->accept_armed && !w->taccept_armed)
             break;
         int src = io_uring_submit_and_wait(&w->ring, 1);
         if (src < 0 && src != -EINTR && src != -EAGAIN && src != -EBUSY && src != -ETIME) {
@@ -660,7 +815,7 @@ static void *worker_main(void *arg)
             struct conn *c;
             switch (op) {
             case U_ACCEPT:
-                on_accept(w, cqe);
+                on_accept(w, cqe, ud_slot(ud) == 1);
                 break;
             case U_RECV:
                 if ((c = conn_get(w, ud_slot(ud), ud_gen(ud))))
@@ -1001,6 +1156,12 @@ int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_d
         l->cfg.version = "1.0.0";
     if (!l->cfg.auth_threads)
         l->cfg.auth_threads = 1;
+    if (!l->cfg.max_handshakes)
+        l->cfg.max_handshakes = 256;
+    if (!l->cfg.handshake_timeout_s)
+        l->cfg.handshake_timeout_s = 10;
+    if (!l->cfg.tls_host)
+        l->cfg.tls_host = l->cfg.host;
     l->nw = l->cfg.threads ? l->cfg.threads : (unsigned)get_nprocs();
     if (l->nw == 0)
         l->nw = 1;
@@ -1010,7 +1171,7 @@ int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_d
     pthread_mutex_init(&l->jmu, NULL);
     pthread_cond_init(&l->jcv, NULL);
     *out = l;
-    if (!l->loopback && !l->d.tls) {
+    if (!l->loopback) {
         if (!l->cfg.allow_plaintext_remote) {
             loop_log(l, LOOP_LOG_ERROR,
                      "refusing plaintext on non-loopback address %s without TLS "
@@ -1041,7 +1202,7 @@ int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_d
         struct worker *w = &l->w[i];
         w->l = l;
         w->id = i;
-        w->lfd = w->efd = -1;
+        w->lfd = w->tlfd = w->efd = -1;
         int rc = worker_init(l, w);
         if (rc < 0) {
             loop_log(l, LOOP_LOG_ERROR, "worker %u: io_uring setup: %s", i, strerror(-rc));
@@ -1056,10 +1217,27 @@ int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_d
         port = bound;
     }
     l->port = port;
+#ifdef ICS_HAVE_TLS
+    if (l->d.tls) {
+        uint16_t tport = l->cfg.tls_port;
+        for (unsigned i = 0; i < l->nw; i++) {
+            uint16_t bound = 0;
+            int fd = listen_socket(l, l->cfg.tls_host, tport, &bound);
+            if (fd < 0)
+                return fd;
+            l->w[i].tlfd = fd;
+            tport = bound;
+            if (!(l->w[i].plain = malloc(BUF_SIZE)))
+                return -ENOMEM;
+        }
+        l->tls_port = tport;
+    }
+#endif
     return 0;
 }
 
 uint16_t loop_port(const loop_t *l) { return l->port; }
+uint16_t loop_tls_port(const loop_t *l) { return l->tls_port; }
 
 int loop_start(loop_t *l)
 {
@@ -1077,6 +1255,8 @@ int loop_start(loop_t *l)
         l->w[i].stopping = 0;
     }
     loop_log(l, LOOP_LOG_INFO, "listening on %s:%u (%u workers)", l->cfg.host, l->port, l->nw);
+    if (l->tls_port)
+        loop_log(l, LOOP_LOG_INFO, "listening for TLS on %s:%u", l->cfg.tls_host, l->tls_port);
     return 0;
 }
 
@@ -1131,6 +1311,9 @@ void loop_destroy(loop_t *l)
         free(w->bufs);
         if (w->lfd >= 0)
             close(w->lfd);
+        if (w->tlfd >= 0)
+            close(w->tlfd);
+        free(w->plain);
         if (w->efd >= 0)
             close(w->efd);
         /* Messages posted after the worker's last drain. */

@@ -5,7 +5,9 @@
  * own io_uring, provided-buffer ring, listening socket bound with
  * SO_REUSEPORT and its own connections: shared-nothing), the per-request
  * dispatch (net/handlers.c), the two-phase flow's events and the WATCH
- * registry. Depends on the engine (read directly, lock-free, by every
+ * registry. With TLS (net/tls.h) a second set of listening sockets serves
+ * the same protocol inside TLS 1.3: the loop moves ciphertext, a client
+ * certificate naming a principal authenticates the connection. Depends on the engine (read directly, lock-free, by every
  * worker), the store (every change), the policy modules and TLS.
  *
  * Completion paths: a change is handed to the store with a heap message as
@@ -51,6 +53,11 @@ struct loop_config {
     int allow_anonymous_remote;
     int allow_plaintext_remote;
     uint32_t auth_threads;        /* SASL verifiers; 0 = 1 */
+    /* TLS listener (when deps.tls is set): its own sockets, same workers. */
+    const char *tls_host;         /* default: host */
+    uint16_t tls_port;            /* 0: the OS picks (loop_tls_port tells) */
+    uint32_t max_handshakes;      /* concurrent TLS handshakes per worker; 0 = 256 */
+    uint32_t handshake_timeout_s; /* 0 = 10 */
     const char *version;          /* VERSION answer, e.g. "1.0.0" */
     void (*log)(void *ctx, enum loop_log_level lvl, const char *msg);
     void *log_ctx;
@@ -74,6 +81,7 @@ typedef struct loop loop_t;
  * sockets. -EINVAL with a logged reason, -EADDRINUSE, -ENOMEM, ... */
 int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_deps *deps);
 uint16_t loop_port(const loop_t *l);      /* the bound port */
+uint16_t loop_tls_port(const loop_t *l);  /* the TLS port, 0 without TLS */
 int loop_start(loop_t *l);                /* starts the workers */
 /* Stops accepting, lets in-flight changes finish and their responses go
  * out (bounded by a few seconds), closes every connection, joins. */

@@ -18,6 +18,9 @@
 
 #include "buf.h"
 #include "loop.h"
+#ifdef ICS_HAVE_TLS
+#include "tls.h"
+#endif
 #include "principal.h"
 #include "wire.h"
 
@@ -81,6 +84,9 @@ struct conn {
     struct principal *p;          /* authenticated principal (ref) or NULL */
     uint32_t watch_mask;
     uint64_t last_in_us, send_since_us;
+    struct tls_conn *tls;         /* NULL: plaintext */
+    uint8_t tls_ready;
+    uint64_t hs_start_us;
 };
 
 #define OPS_BUCKETS 128
@@ -97,9 +103,11 @@ struct worker {
     struct io_uring_buf_ring *br;
     uint8_t *bufs;
     unsigned nbufs, bufsz;
-    int lfd, efd;
+    int lfd, tlfd, efd;         /* plaintext and TLS listening sockets */
     uint64_t efd_val;
-    uint8_t accept_armed, timer_armed, stopping;
+    uint8_t accept_armed, taccept_armed, timer_armed, stopping;
+    uint32_t handshakes;          /* TLS handshakes in progress */
+    uint8_t *plain;               /* TLS: decrypted bytes scratch */
     uint64_t stop_deadline_us;
     struct __kernel_timespec tick;
     _Atomic(struct msg *) inbox;
@@ -134,7 +142,7 @@ struct loop {
     struct loop_deps d;
     struct worker *w;
     unsigned nw;
-    uint16_t port;
+    uint16_t port, tls_port;
     int loopback;                 /* the listen address is loopback */
     atomic_int stopping;
     _Atomic uint32_t curr_conns;

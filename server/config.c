@@ -23,6 +23,7 @@ void config_defaults(struct icsd_config *c)
     c->relaxed_window_ms = 10;
     c->history_len = 16;
     c->pending_ttl = 600;
+    c->tls_port = 11312;
 }
 
 enum kind { K_STR, K_U32, K_SIZE, K_BOOL, K_LEVEL, K_DURABILITY, K_LISTEN };
@@ -61,6 +62,7 @@ static const struct setting {
     S("tls-key", K_STR, tls_key, "FILE   server private key (PEM)"),
     S("tls-ca", K_STR, tls_ca, "FILE   CA for client certificates (PEM)"),
     S("tls-crl", K_STR, tls_crl, "FILE   CRL of that CA (PEM)"),
+    S("tls-port", K_U32, tls_port, "N   TLS listener port on the listen host (default 11312; 0: any)"),
 #undef S
 };
 
@@ -134,7 +136,7 @@ int config_set(struct icsd_config *c, const char *key, const char *value, char *
             snprintf(err, errlen, "%s: expected a number, got '%s'", key, value ? value : "");
             return -EINVAL;
         }
-        if (strcmp(key, "port") == 0 && u > 65535) {
+        if ((strcmp(key, "port") == 0 || strcmp(key, "tls-port") == 0) && u > 65535) {
             snprintf(err, errlen, "port: %llu is not a TCP port", (unsigned long long)u);
             return -EINVAL;
         }

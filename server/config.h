@@ -41,6 +41,7 @@ struct icsd_config {
     char tls_key[CONFIG_STR_MAX];
     char tls_ca[CONFIG_STR_MAX];
     char tls_crl[CONFIG_STR_MAX];
+    uint32_t tls_port;              /* --tls-port, default 11312; 0 = any */
 };
 
 void config_defaults(struct icsd_config *c);

@@ -37,6 +37,9 @@
 #ifdef ICS_HAVE_PENDING
 #include "pending.h"
 #endif
+#ifdef ICS_HAVE_TLS
+#include "tls.h"
+#endif
 
 static struct {
     struct icsd_config cfg;
@@ -47,6 +50,7 @@ static struct {
     struct pending *pending;
     struct mailbox *mailbox;
     struct keys *keys;
+    struct tls_ctx *tls;
 } icsd;
 
 static const char *level_name[] = {"ERROR", "WARN", "INFO", "DEBUG"};
@@ -357,8 +361,20 @@ int main(int argc, char **argv)
     }
 #endif
     if (cfg->tls_cert[0]) {
-        log_at(0, "TLS listener: not wired in this build yet (--tls-cert)");
+#ifdef ICS_HAVE_TLS
+        struct tls_cfg tc = {0};
+        tc.cert_file = cfg->tls_cert;
+        tc.key_file = cfg->tls_key[0] ? cfg->tls_key : NULL;
+        tc.ca_file = cfg->tls_ca[0] ? cfg->tls_ca : NULL;
+        tc.crl_file = cfg->tls_crl[0] ? cfg->tls_crl : NULL;
+        if ((rc = tls_ctx_create(&icsd.tls, &tc, err, sizeof err)) < 0) {
+            log_at(0, "TLS: %s", err[0] ? err : strerror(-rc));
+            return 1;
+        }
+#else
+        log_at(0, "TLS: this build has no net/tls.c");
         return 1;
+#endif
     }
 
     struct loop_config lc = {0};
@@ -372,9 +388,10 @@ int main(int argc, char **argv)
     lc.allow_anonymous_remote = cfg->allow_anonymous_remote;
     lc.allow_plaintext_remote = cfg->allow_plaintext_remote;
     lc.version = "1.0.0";
+    lc.tls_port = (uint16_t)cfg->tls_port;
     lc.log = loop_logger;
     struct loop_deps ld = {icsd.engine, icsd.store, icsd.reg, icsd.pending, icsd.mailbox,
-                           icsd.keys, NULL};
+                           icsd.keys, icsd.tls};
     loop_t *l = NULL;
     if ((rc = loop_create(&l, &lc, &ld)) < 0) {
         log_at(0, "listener: %s", strerror(-rc));
@@ -397,7 +414,12 @@ int main(int argc, char **argv)
         char tmp[CONFIG_STR_MAX + 8];
         snprintf(tmp, sizeof tmp, "%s.tmp", cfg->port_file);
         FILE *f = fopen(tmp, "w");
-        if (!f || fprintf(f, "%u\n", port) < 0 || fclose(f) != 0 || rename(tmp, cfg->port_file)) {
+        /* Line 1: the port; line 2 (with TLS): "tls=PORT". */
+        uint16_t tport = loop_tls_port(l);
+        int bad = !f || fprintf(f, "%u\n", port) < 0 || (tport && fprintf(f, "tls=%u\n", tport) < 0);
+        if (f && fclose(f) != 0)
+            bad = 1;
+        if (bad || rename(tmp, cfg->port_file)) {
             log_at(0, "port file %s: %s", cfg->port_file, strerror(errno));
             return 1;
         }
@@ -412,6 +434,16 @@ int main(int argc, char **argv)
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
+#ifdef ICS_HAVE_TLS
+            if (icsd.tls) {
+                char e[256] = "";
+                if (tls_ctx_reload(icsd.tls, e, sizeof e) < 0)
+                    log_at(1, "SIGHUP: TLS reload failed, keeping the old files: %s", e);
+                else
+                    log_at(2, "SIGHUP: TLS certificate, key, CA and CRL reloaded");
+                continue;
+            }
+#endif
             log_at(2, "SIGHUP: nothing to reload (TLS not configured)");
             continue;
         }
@@ -432,6 +464,9 @@ int main(int argc, char **argv)
     keys_destroy(icsd.keys);
 #endif
     principal_reg_destroy(icsd.reg);
+#ifdef ICS_HAVE_TLS
+    tls_ctx_destroy(icsd.tls);
+#endif
     engine_destroy(icsd.engine);
     log_at(2, "stopped");
     return 0;
