@@ -449,5 +449,25 @@ class Cli(Base):
         self.assertEqual(sorted(open(dump).read().splitlines()), sorted(open(dump2).read().splitlines()))
 
 
+class Examples(Base):
+    def run_example(self, cmd) -> str:
+        p = subprocess.run(cmd + ["--cred", self.srv.cred_path], capture_output=True, text=True, timeout=120)
+        if p.returncode and ("UNKNOWN_COMMAND" in p.stderr or "NOT_SUPPORTED" in p.stderr):
+            self.skipTest(f"server does not serve what {cmd[-1]} needs yet")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        return p.stdout
+
+    def test_python_examples(self) -> None:
+        for name in ("fridge_shop", "lock_smarthome", "speaker_music"):
+            out = self.run_example([os.sys.executable, str(REPO / "clients" / "examples" / f"{name}.py")])
+            self.assertIn(f"{name}: ok", out)
+
+    def test_c_example(self) -> None:
+        exe = os.environ.get("ICS_EXAMPLE_C")
+        if not exe or not os.access(exe, os.X_OK):
+            self.skipTest("the C example is not built (ICS_EXAMPLE_C)")
+        self.assertIn("fridge_shop (C): ok", self.run_example([exe]))
+
+
 if __name__ == "__main__":
     unittest.main()
