@@ -749,6 +749,90 @@ int principal_del(principal_reg_t *reg, store_t *store, const void *name, size_t
     return rc;
 }
 
+/* Calls fn for each line of text with its 1-based number; stops at the
+ * first nonzero return. */
+static int each_line(const char *text, size_t len,
+                     int (*fn)(void *arg, const char *line, size_t n, unsigned lineno), void *arg)
+{
+    unsigned lineno = 0;
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(text + i, '\n', len - i);
+        size_t n = nl ? (size_t)(nl - (text + i)) : len - i;
+        int rc = fn(arg, text + i, n, ++lineno);
+        if (rc)
+            return rc;
+        i += n + 1;
+    }
+    return 0;
+}
+
+struct import {
+    principal_reg_t *reg;
+    store_t *store;
+    struct principal_span *names; /* names seen so far (check pass) */
+    size_t n, cap;
+    char *err;
+    size_t errlen;
+    int set;
+};
+
+static int import_check(void *arg, const char *line, size_t n, unsigned lineno)
+{
+    struct principal_def def;
+    struct import *im = arg;
+    int rc = principal_parse_line(line, n, lineno, &def, im->err, im->errlen);
+    if (rc < 0)
+        return rc;
+    if (rc == 1)
+        return 0;
+    for (size_t i = 0; i < im->n; i++)
+        if (im->names[i].len == def.name.len &&
+            memcmp(im->names[i].p, def.name.p, def.name.len) == 0)
+            return line_err(im->err, im->errlen, lineno, -EINVAL, "principal named twice:",
+                            (const char *)def.name.p, def.name.len);
+    if (im->n == im->cap) {
+        size_t cap = im->cap ? im->cap * 2 : 32;
+        struct principal_span *v = realloc(im->names, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        im->names = v;
+        im->cap = cap;
+    }
+    im->names[im->n++] = def.name;
+    return 0;
+}
+
+static int import_set(void *arg, const char *line, size_t n, unsigned lineno)
+{
+    struct principal_def def;
+    struct import *im = arg;
+    int rc = principal_parse_line(line, n, lineno, &def, im->err, im->errlen);
+    if (rc == 1)
+        return 0;
+    if (rc == 0)
+        rc = principal_set(im->reg, im->store, &def, NULL, NULL);
+    if (rc < 0) {
+        if (im->err && im->errlen)
+            snprintf(im->err, im->errlen, "%u: could not set principal: error %d", lineno, rc);
+        return rc;
+    }
+    im->set++;
+    return 0;
+}
+
+int principal_import(principal_reg_t *reg, store_t *store, const char *text, size_t len,
+                     char *err, size_t errlen)
+{
+    struct import im = {reg, store, NULL, 0, 0, err, errlen, 0};
+    if (err && errlen)
+        err[0] = 0;
+    int rc = each_line(text, len, import_check, &im);
+    free(im.names);
+    if (rc == 0)
+        rc = each_line(text, len, import_set, &im);
+    return rc < 0 ? rc : im.set;
+}
+
 int principal_list_encode(principal_reg_t *reg, struct buf *out)
 {
     size_t start = out->len;

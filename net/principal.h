@@ -145,6 +145,15 @@ int principal_decode_set(const void *name, size_t nlen, const void *value, size_
 int principal_parse_line(const char *line, size_t len, unsigned lineno,
                          struct principal_def *def, char *err, size_t errlen);
 
+/* Imports a whole principals file (icsd --principals): every line is
+ * parsed first and nothing is set unless all lines parse and no name
+ * repeats (err = "LINENO: reason" of the first problem); then each
+ * principal is created or replaced, waiting until durable (slow: PBKDF2
+ * per secret). Principals not in the file are left alone. Returns the
+ * number set, or a negative errno (-EINVAL / -E2BIG: err says where). */
+int principal_import(principal_reg_t *reg, store_t *store, const char *text, size_t len,
+                     char *err, size_t errlen);
+
 /* Creates or replaces a principal: hashes the secret (slow), logs an aux
  * record through the store, which applies it in its writer lane; the old
  * record is revoked. Returns 0 when accepted (done(arg, status, lsn) is

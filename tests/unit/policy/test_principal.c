@@ -411,8 +411,49 @@ static void test_bootstrap(void)
     principal_reg_destroy(reg);
 }
 
+static void test_import(void)
+{
+    principal_reg_t *reg;
+    struct principal_config cfg = {.iterations = ITER};
+    CHECK_EQ(principal_reg_create(&reg, &cfg), 0);
+    char err[256];
+    const char *file = "# principals of the test\n"
+                       "admin roles=admin secret=a1\n"
+                       "\n"
+                       "acme roles=iot_sp scopes=ACME-\r\n"
+                       "shop roles=tpsp secret=s1 scopes=https://shop/,https://shop2/";
+    CHECK_EQ(principal_import(reg, NULL, file, strlen(file), err, sizeof(err)), 3);
+    CHECK_EQ(principal_count(reg), 3);
+    struct principal *p = principal_get(reg, "shop", 4);
+    CHECK(p && p->nscopes == 2 && principal_verify_secret(p, "s1", 2) == 0);
+
+    /* A bad line anywhere: nothing is set, the error names the line. */
+    const char *bad = "new1 roles=tpsp\nnew2 roles=tpsp\nnew3 roles=wizard\n";
+    CHECK_EQ(principal_import(reg, NULL, bad, strlen(bad), err, sizeof(err)), -EINVAL);
+    CHECK(strncmp(err, "3: unknown role", 15) == 0);
+    CHECK(principal_get(reg, "new1", 4) == NULL);
+    /* A name twice: refused too. */
+    const char *dup = "x roles=tpsp\n# c\nx roles=admin\n";
+    CHECK_EQ(principal_import(reg, NULL, dup, strlen(dup), err, sizeof(err)), -EINVAL);
+    CHECK(strncmp(err, "3: principal named twice", 24) == 0);
+    CHECK_EQ(principal_count(reg), 3);
+
+    /* Re-importing replaces (and revokes) what the file names, keeps the rest. */
+    const char *again = "shop roles=tpsp secret=s2 scopes=https://shop/";
+    CHECK_EQ(principal_import(reg, NULL, again, strlen(again), err, sizeof(err)), 1);
+    CHECK(principal_revoked(p));
+    principal_put(p);
+    p = principal_get(reg, "shop", 4);
+    CHECK(p && p->nscopes == 1 && principal_verify_secret(p, "s2", 2) == 0);
+    principal_put(p);
+    CHECK_EQ(principal_count(reg), 3);
+    CHECK_EQ(principal_import(reg, NULL, "", 0, err, sizeof(err)), 0);
+    principal_reg_destroy(reg);
+}
+
 int main(void)
 {
+    test_import();
     test_decode();
     test_parse_line();
     test_registry();
