@@ -1,0 +1,109 @@
+/* test_icsd_daemon.c — the daemon's surface: --help, a config file (and
+ * its FILE:LINE errors), admin.cred on first start (mode 0600, the four
+ * lines), the refusals of plaintext and --anonymous on a non-loopback
+ * address, and --anonymous on loopback acting as the named principal. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "itest.h"
+#include "test.h"
+
+static int run_icsd(const char *args, char *out, size_t cap)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "timeout 20 %s %s 2>&1", ICSD_PATH, args);
+    FILE *p = popen(cmd, "r");
+    CHECK(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int main(void)
+{
+    static char out[16384];
+    CHECK_EQ(run_icsd("--help", out, sizeof out), 0);
+    const char *flags[] = {"--data", "--listen", "--port", "--port-file", "--threads",
+                           "--log-level", "--max-conns", "--max-conn-buffer", "--idle-timeout",
+                           "--mem-limit", "--durability", "--relaxed-window-ms", "--key-file",
+                           "--truncate-corrupt", "--history-len", "--snapshot-log-bytes",
+                           "--anonymous", "--pending-ttl", "--config", NULL};
+    for (int i = 0; flags[i]; i++)
+        CHECK(strstr(out, flags[i]) != NULL);
+    CHECK(run_icsd("--no-such-flag", out, sizeof out) != 0);
+
+    char dir[] = "/tmp/icsd-daemon-XXXXXX";
+    CHECK(mkdtemp(dir));
+    char conf[300], args[900];
+    snprintf(conf, sizeof conf, "%s/bad.conf", dir);
+    FILE *f = fopen(conf, "w");
+    fprintf(f, "# ok\nthreads = 1\nidle-timeout = soon\n");
+    fclose(f);
+    snprintf(args, sizeof args, "--config %s --data %s/d1", conf, dir);
+    CHECK(run_icsd(args, out, sizeof out) != 0);
+    char want[400];
+    snprintf(want, sizeof want, "%s:3: idle-timeout", conf);
+    CHECK(strstr(out, want) != NULL);
+
+    /* Plaintext / anonymous on a non-loopback address: refused before
+     * anything is bound. */
+    snprintf(args, sizeof args, "--data %s/d2 --listen 0.0.0.0:0", dir);
+    CHECK(run_icsd(args, out, sizeof out) != 0);
+    CHECK(strstr(out, "allow-plaintext-remote") != NULL);
+    snprintf(args, sizeof args,
+             "--data %s/d3 --listen 0.0.0.0:0 --allow-plaintext-remote --anonymous x", dir);
+    CHECK(run_icsd(args, out, sizeof out) != 0);
+    CHECK(strstr(out, "allow-anonymous-remote") != NULL);
+
+    /* A good config file, then admin.cred. */
+    struct itest_srv s;
+    snprintf(conf, sizeof conf, "%s/good.conf", dir);
+    f = fopen(conf, "w");
+    fprintf(f, "log-level = debug\nhistory-len = 4\nanonymous = reader\n");
+    fclose(f);
+    const char *a[] = {"--config", conf, NULL};
+    itest_start(&s, a);
+    char cred[400];
+    snprintf(cred, sizeof cred, "%s/admin.cred", s.data);
+    struct stat st;
+    CHECK_EQ(stat(cred, &st), 0);
+    CHECK_EQ(st.st_mode & 0777, 0600);
+    f = fopen(cred, "r");
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = 0;
+    fclose(f);
+    snprintf(want, sizeof want, "host=127.0.0.1\nport=%u\nprincipal=admin\nsecret=", s.port);
+    CHECK(strncmp(out, want, strlen(want)) == 0);
+    CHECK(strlen(s.secret) >= 16);
+
+    /* --anonymous: unknown principal -> still unauthenticated; once it
+     * exists, an unauthenticated loopback connection acts as it. */
+    struct itest_resp r = {0};
+    int fd = itest_connect(&s);
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_WHOAMI, 0, NULL, 0, NULL, 0, NULL, 0), WIRE_S_AUTH_ERROR);
+    int adm = itest_login(&s, NULL, NULL);
+    const char *sc[] = {"https://r.example/", NULL};
+    CHECK_EQ(itest_principal(adm, "reader", 4, NULL, sc), 0);
+    CHECK_EQ(itest_map(adm, "anon-dev", "https://r.example/1", "u1", NULL, NULL), 0);
+    CHECK_EQ(itest_map(adm, "anon-dev", "https://z.example/1", "u2", NULL, NULL), 0);
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_WHOAMI, 0, NULL, 0, NULL, 0, NULL, 0), 0);
+    CHECK_MEM(r.value, "\0\6reader\0\4tpsp", 14);
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_GET, 0, NULL, 0, "anon-dev", 8, NULL, 0), 0);
+    CHECK_EQ(wire_be32(r.value), 1);
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_EXPORT, 0, "\0\0\0\1", 4, NULL, 0, NULL, 0),
+             WIRE_S_ACCESS_DENIED);
+    close(fd);
+    close(adm);
+    itest_resp_free(&r);
+    CHECK_EQ(itest_stop(&s), 0);
+    itest_cleanup(&s);
+    snprintf(args, sizeof args, "rm -rf '%s'", dir);
+    if (system(args) != 0) {}
+    return 0;
+}
