@@ -134,7 +134,7 @@ static void verify(const char *dir, uint64_t *checked, uint64_t *lost, uint64_t 
                    uint64_t *orphans)
 {
     engine_t *e;
-    struct engine_config ec = {.initial_devices = 4096};
+    struct engine_config ec = {.initial_devices = 16}; /* see tests/unit/persist/ptest.h */
     CHECK(engine_create(&e, &ec) == 0);
     store_t *s;
     char err[512];

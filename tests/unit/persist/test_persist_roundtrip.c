@@ -103,7 +103,7 @@ static unsigned rnd(void)
 static int open_full(struct rig *r, const struct store_config *cfg, struct auxmod *am,
                      char *err, size_t errlen)
 {
-    struct engine_config ec = {.initial_devices = 64};
+    struct engine_config ec = {.initial_devices = 16}; /* see ptest.h rig_open */
     memset(r, 0, sizeof(*r));
     CHECK(engine_create(&r->e, &ec) == 0);
     int rc = store_open(&r->s, r->e, cfg, err, errlen);
