@@ -97,8 +97,8 @@ start_ours() {
 }
 
 start_sserver() {
-  local try port
-  for try in 1 2 3 4 5; do
+  local port
+  for _ in 1 2 3 4 5; do
     port=$(( 20000 + RANDOM % 40000 ))
     (cd "$WORK" && exec taskset -c "$SCORE" openssl s_server -accept "127.0.0.1:$port" -tls1_3 \
        -cert server.pem -key server.key -CAfile ca.pem -Verify 1 -WWW) \
@@ -131,4 +131,5 @@ echo "tls.full_hs_ratio_vs_s_server_throughput $(ratio "$ours_full" "$ssl_full")
 echo "tls.full_hs_ratio_vs_s_server_per_cpu $(ratio "$ours_full_cpu" "$ssl_full_cpu") x   (target >= 1.0)"
 echo "tls.resumed_vs_full_ours_per_cpu $(ratio "$ours_res_cpu" "$ours_full_cpu") x   (target >= 3)"
 echo "tls.resumed_vs_full_s_server_per_cpu $(ratio "$ssl_res_cpu" "$ssl_full_cpu") x"
+echo "tls.resumed_hs_ratio_vs_s_server_throughput $(ratio "$ours_res" "$ssl_res") x"
 echo "tls.resumed_hs_ratio_vs_s_server_per_cpu $(ratio "$ours_res_cpu" "$ssl_res_cpu") x"
