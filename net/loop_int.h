@@ -105,7 +105,7 @@ struct worker {
     unsigned nbufs, bufsz;
     int lfd, tlfd, efd;         /* plaintext and TLS listening sockets */
     uint64_t efd_val;
-    uint8_t accept_armed, taccept_armed, timer_armed, stopping;
+    uint8_t accept_armed, taccept_armed, timer_armed, stopping, disabled;
     uint32_t handshakes;          /* TLS handshakes in progress */
     uint8_t *plain;               /* TLS: decrypted bytes scratch */
     uint64_t stop_deadline_us;
