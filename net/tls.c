@@ -353,7 +353,9 @@ static int conn_fail(struct tls_conn *c)
 {
     int rc = -EPROTO;
     const char *why = NULL;
-    uint32_t e = ERR_peek_error();
+    /* The last error is libssl's own summary (the first may be a lower
+     * layer's detail, e.g. the cipher's BAD_DECRYPT under a bad MAC). */
+    uint32_t e = ERR_peek_last_error();
     int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
 
     if (c->verify_err) {
@@ -380,6 +382,17 @@ static int conn_fail(struct tls_conn *c)
             break;
         case SSL_R_NO_SHARED_CIPHER:
             why = "no shared cipher";
+            break;
+        case SSL_R_DECODE_ERROR:
+        case SSL_R_ENCRYPTED_LENGTH_TOO_LONG:
+        case SSL_R_EXCESSIVE_MESSAGE_SIZE:
+        case SSL_R_RECORD_TOO_LARGE:
+        case SSL_R_UNEXPECTED_RECORD:
+        case SSL_R_UNEXPECTED_MESSAGE:
+            why = "malformed TLS input";
+            break;
+        case SSL_R_DECRYPTION_FAILED_OR_BAD_RECORD_MAC:
+            why = "bad record MAC (corrupted or forged data)";
             break;
         default:
             why = ERR_reason_error_string(e);

@@ -675,7 +675,7 @@ static void test_bad_input(void)
     /* memcached binary NOOP, as a plaintext client would send it */
     uint8_t noop[24] = { 0x80, 0x0a };
     CHECK_EQ(feed_fresh(ctx, noop, sizeof noop, &why), -EPROTO);
-    CHECK(why[0] != 0);
+    CHECK(strcmp(why, "not TLS (plaintext client?)") == 0);
 
     uint8_t ch[4096];
     size_t n = client_hello(ch, sizeof ch);
@@ -692,14 +692,16 @@ static void test_bad_input(void)
     cut[6] = 0;
     cut[7] = (uint8_t)((m - 9) >> 8);
     cut[8] = (uint8_t)(m - 9);
-    CHECK(feed_fresh(ctx, cut, m, &why) < 0);
-    CHECK(why[0] != 0);
+    CHECK_EQ(feed_fresh(ctx, cut, m, &why), -EPROTO);
+    CHECK(strcmp(why, "malformed TLS input") == 0);
     /* A record too long for TLS. */
     uint8_t big[5] = { 0x16, 0x03, 0x01, 0xff, 0xff };
     CHECK_EQ(feed_fresh(ctx, big, sizeof big, &why), -EPROTO);
+    CHECK(strcmp(why, "malformed TLS input") == 0);
     /* An application-data record before any handshake. */
     uint8_t early[10] = { 0x17, 0x03, 0x03, 0x00, 0x05 };
     CHECK_EQ(feed_fresh(ctx, early, sizeof early, &why), -EPROTO);
+    CHECK(strcmp(why, "malformed TLS input") == 0);
 
     /* Random bytes: never a crash, never a completed handshake; nearly
      * always an immediate error (a random first byte is rarely 0x16). */
@@ -721,6 +723,28 @@ static void test_bad_input(void)
         CHECK(feed_fresh(ctx, ch, n, &why) <= 0);
         ch[i] ^= 0xff;
     }
+    /* After the handshake: a record altered in flight fails its MAC. */
+    {
+        struct client cl;
+        struct tls_conn *cc;
+        CHECK_EQ(connect_as(ctx, "alice", TLS1_3_VERSION, NULL, &cl, &cc), 0);
+        CHECK_EQ(SSL_write(cl.ssl, "hello", 5), 5);
+        const uint8_t *cp;
+        size_t cn;
+        CHECK(BIO_mem_contents(cl.wb, &cp, &cn));
+        uint8_t rec[64];
+        CHECK(cn <= sizeof rec);
+        memcpy(rec, cp, cn);
+        rec[7] ^= 1;                   /* a ciphertext byte */
+        CHECK_EQ(tls_conn_feed(cc, rec, cn), 0);
+        uint8_t b[16];
+        CHECK_EQ(tls_conn_read(cc, b, sizeof b), -EPROTO);
+        CHECK(strcmp(tls_conn_error(cc), "bad record MAC (corrupted or forged data)") == 0);
+        CHECK_EQ(tls_conn_write(cc, "x", 1), -EPROTO);   /* the failure sticks */
+        tls_conn_free(cc);
+        client_free(&cl);
+    }
+
     /* And a real ClientHello fed byte by byte advances as one would. */
     struct tls_conn *c = tls_conn_new(ctx);
     for (size_t i = 0; i < n; i++)
