@@ -231,6 +231,26 @@ static void test_two_phase(void)
     expect_event(acme_w, WIRE_EV_DEMAPPED);
     CHECK_MEM(r.key, "dev-A7", 6);
 
+    /* A row whose ttl passes is removed as if demapped: DEMAPPED (with its
+     * own LSN) to the owner and the tpsp. */
+    uint8_t ttl[4] = {0, 0, 0, 1};
+    v.len = 0;
+    itest_s16(&v, "https://a.example/ttl");
+    itest_s16(&v, "u-ttl");
+    itest_s16(&v, "acme");
+    int adm2 = itest_login(&srv, NULL, NULL);
+    CHECK_EQ(itest_call(adm2, &r, WIRE_OP_MAP, 0, ttl, 4, "dev-TTL", 7, v.p, (uint32_t)v.len), 0);
+    uint64_t map_lsn = r.cas;
+    CHECK_EQ(inquire(ta, "dev-TTL"), 1);
+    CHECK_EQ(wire_be32(r.value + 4 + 2 + 21 + 2 + 5) != 0, 1); /* expires_at set */
+    expect_event(ta_w, WIRE_EV_DEMAPPED);
+    CHECK_MEM(r.key, "dev-TTL", 7);
+    CHECK(r.cas > map_lsn);
+    expect_event(acme_w, WIRE_EV_DEMAPPED);
+    CHECK_MEM(r.key, "dev-TTL", 7);
+    CHECK_EQ(inquire(ta, "dev-TTL"), -WIRE_S_NOT_FOUND);
+    close(adm2);
+
     /* Mailbox: with no WATCH connection the MAP_RESULT waits, and comes
      * right after the next WATCH. */
     close(ta_w);

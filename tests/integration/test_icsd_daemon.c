@@ -100,6 +100,29 @@ int main(void)
              WIRE_S_ACCESS_DENIED);
     close(fd);
     close(adm);
+    CHECK_EQ(itest_stop(&s), 0);
+    itest_cleanup(&s);
+
+    /* --max-conns: the connection over the bound is closed at once, the
+     * others keep working. */
+    const char *mc[] = {"--max-conns", "4", NULL};
+    itest_start(&s, mc);
+    int fds[4];
+    for (int i = 0; i < 4; i++) {
+        fds[i] = itest_connect(&s);
+        CHECK_EQ(itest_call(fds[i], &r, WIRE_OP_NOOP, 0, NULL, 0, NULL, 0, NULL, 0), 0);
+    }
+    int extra = itest_connect(&s);
+    CHECK(itest_closed(extra, 3000));
+    close(extra);
+    CHECK_EQ(itest_call(fds[0], &r, WIRE_OP_NOOP, 0, NULL, 0, NULL, 0, NULL, 0), 0);
+    close(fds[3]);
+    usleep(200000);
+    extra = itest_connect(&s); /* a slot is free again */
+    CHECK_EQ(itest_call(extra, &r, WIRE_OP_NOOP, 0, NULL, 0, NULL, 0, NULL, 0), 0);
+    close(extra);
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
     itest_resp_free(&r);
     CHECK_EQ(itest_stop(&s), 0);
     itest_cleanup(&s);
