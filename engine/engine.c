@@ -876,8 +876,13 @@ void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
             if (!h[i])
                 continue;
             uint64_t w = ld_slot(&t->s[home_of(t, h[i])]);
-            if (tag_is(w, h[i]))
-                __builtin_prefetch(ptr_of(w));
+            if (tag_is(w, h[i])) {
+                /* header and ID, and the first rows a visit will read */
+                const char *p = ptr_of(w);
+                __builtin_prefetch(p);
+                __builtin_prefetch(p + 64);
+                __builtin_prefetch(p + 128);
+            }
         }
         /* Stage 3: the lookups proper, in key order. */
         for (size_t i = 0; i < k; i++) {
