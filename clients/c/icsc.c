@@ -48,6 +48,9 @@ struct icsc {
     icsc_event *evq;
     size_t evq_head, evq_n;
     unsigned reconnects;
+    uint8_t *pw;          /* icsc_pipe_*: requests not yet written */
+    size_t pw_pos, pw_len, pw_cap;
+    size_t pipe_n;        /* requests in flight */
 };
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -144,6 +147,8 @@ static int op_is_change(uint8_t op)
 
 static void tx_close(icsc *c)
 {
+    c->pw_pos = c->pw_len = 0;
+    c->pipe_n = 0;
     if (c->ssl) {
         SSL_free(c->ssl);
         c->ssl = NULL;
@@ -572,6 +577,7 @@ void icsc_close(icsc *c)
         free(c->evq);
     }
     free(c->rbuf);
+    free(c->pw);
     free(c->host);
     free(c->user);
     free(c->secret);
@@ -1518,3 +1524,97 @@ const uint8_t *icsc_batch_value(const icsc_batch *b, size_t i, size_t *len)
     *len = b->res[i].len;
     return b->vals.p ? b->vals.p + b->res[i].off : (const uint8_t *)"";
 }
+
+/* ---- streaming pipeline ---------------------------------------------------- */
+
+static int pipe_write(icsc *c)
+{
+    while (c->pw_pos < c->pw_len) {
+        size_t done = 0;
+        int rc = tx_write_some(c, c->pw + c->pw_pos, c->pw_len - c->pw_pos, &done);
+        c->pw_pos += done;
+        if (rc == -EAGAIN)
+            return 0;
+        if (rc)
+            return rc;
+    }
+    c->pw_pos = c->pw_len = 0;
+    return 0;
+}
+
+int icsc_pipe_send(icsc *c, uint8_t opcode, const void *extras, size_t extras_len,
+                   const void *key, size_t key_len, const void *val, size_t val_len, uint64_t cas)
+{
+    if (c->pipe_n == 0) {
+        int rc = ensure_open(c);
+        if (rc)
+            return rc;
+    } else if (c->fd < 0) {
+        return -ENOTCONN;
+    }
+    uint32_t opaque = c->next_opaque++;
+    if (opaque == 0)
+        opaque = c->next_opaque++;
+    wb w = {.p = c->pw, .n = c->pw_len, .cap = c->pw_cap};
+    int rc = encode_request(&w, opcode, extras, extras_len, key, key_len, val, val_len, cas, opaque);
+    c->pw = w.p;
+    c->pw_cap = w.cap;
+    if (rc) {
+        return rc; /* c->pw_len unchanged: the partial request is dropped */
+    }
+    c->pw_len = w.n;
+    c->pipe_n++;
+    /* Write once the queue is worth a syscall; icsc_pipe_recv writes the rest. */
+    if (c->pw_len - c->pw_pos >= 16384 && (rc = pipe_write(c)) != 0) {
+        tx_close(c);
+        return rc;
+    }
+    return 0;
+}
+
+int icsc_pipe_recv(icsc *c, icsc_frame *f, int timeout_ms)
+{
+    if (c->pipe_n == 0)
+        return -ENOENT;
+    int64_t deadline = deadline_in(timeout_ms < 0 ? c->timeout_ms : timeout_ms);
+    int rc;
+    for (;;) {
+        /* Answers already read come first; queued requests are written only
+         * before we would wait, so a burst of answers costs one send. */
+        while (c->rpos < c->rlen) {
+            int n = icsc_decode_frame(c->rbuf + c->rpos, c->rlen - c->rpos, ICSC_MAX_BODY * 16, f);
+            if (n < 0) {
+                rc = n;
+                goto fail;
+            }
+            if (n == 0)
+                break;
+            c->rpos += (size_t)n;
+            if (f->magic == ICSC_MAGIC_EVT) {
+                if ((rc = handle_event(c, f)) != 0)
+                    goto fail;
+                continue;
+            }
+            c->pipe_n--;
+            note_response(c, f);
+            return 0;
+        }
+        if ((rc = pipe_write(c)) != 0)
+            goto fail;
+        rc = tx_read_some(c);
+        if (rc > 0)
+            continue;
+        if (rc != -EAGAIN)
+            goto fail;
+        if (c->ssl && SSL_pending(c->ssl))
+            continue;
+        rc = wait_fd(c->fd, POLLIN | (c->pw_pos < c->pw_len ? POLLOUT : 0), deadline);
+        if (rc)
+            goto fail;
+    }
+fail:
+    tx_close(c);
+    return rc;
+}
+
+size_t icsc_pipe_in_flight(const icsc *c) { return c->pipe_n; }

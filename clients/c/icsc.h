@@ -269,6 +269,23 @@ int icsc_batch_status(const icsc_batch *b, size_t i);
 uint64_t icsc_batch_lsn(const icsc_batch *b, size_t i);
 const uint8_t *icsc_batch_value(const icsc_batch *b, size_t i, size_t *len);
 
+/* ---- streaming pipeline ---------------------------------------------------- */
+
+/* For a steady stream (load generators, bulk loaders): keep N requests in
+ * flight and take answers one by one in request order, sending more as
+ * answers come. icsc_pipe_send queues a request (written as the socket
+ * accepts it) and returns 0 or an error; icsc_pipe_recv
+ * returns 0 and the next response in *f (pointers valid until the next
+ * icsc_pipe_recv or call), writing queued requests while it waits. No
+ * retry and no reconnect here: on a transport error every request in flight
+ * is lost (changes among them have an unknown outcome) and the connection
+ * is closed; the next ordinary call reopens it. Do not mix with ordinary
+ * calls while requests are in flight. */
+int icsc_pipe_send(icsc *c, uint8_t opcode, const void *extras, size_t extras_len,
+                   const void *key, size_t key_len, const void *val, size_t val_len, uint64_t cas);
+int icsc_pipe_recv(icsc *c, icsc_frame *f, int timeout_ms);
+size_t icsc_pipe_in_flight(const icsc *c);
+
 /* ---- helpers ------------------------------------------------------------- */
 /* Parses "admin,iot_sp,..." into a role mask: >= 0, or -EINVAL. */
 int icsc_roles_parse(const char *s);

@@ -296,6 +296,29 @@ static void test_pipeline(void)
     CHECK_EQ(icsc_batch_status(b, 1), ICSC_E_UNKNOWN_OUTCOME);
     CHECK_EQ(icsc_batch_status(b, 2), ICSC_E_UNKNOWN_OUTCOME);
     icsc_batch_free(b);
+
+    /* The streaming pipeline: a window of 100 in flight over 5,000 requests,
+     * answers in order (the fake's MAP LSNs increase by one each). */
+    uint64_t first = 0, seen = 0;
+    size_t sent = 0;
+    while (seen < 5000) {
+        while (sent < 5000 && icsc_pipe_in_flight(c) < 100) {
+            char mv[] = "\0\1u\0\1t";
+            CHECK_EQ(icsc_pipe_send(c, ICSC_OP_MAP, NULL, 0, "pd", 2, mv, sizeof mv - 1, 0), 0);
+            sent++;
+        }
+        icsc_frame f;
+        CHECK_EQ(icsc_pipe_recv(c, &f, -1), 0);
+        CHECK_EQ(f.status, 0);
+        if (!first)
+            first = f.cas;
+        CHECK_EQ(f.cas, first + seen);
+        seen++;
+    }
+    CHECK_EQ(icsc_pipe_in_flight(c), 0);
+    icsc_frame f;
+    CHECK_EQ(icsc_pipe_recv(c, &f, 10), -ENOENT);
+    CHECK_EQ(icsc_noop(c), 0); /* ordinary calls work after it */
     icsc_close(c);
     fake_stop(&s);
 }

@@ -50,6 +50,10 @@ class Client:
         self.last_lsn = 0
         self._sock: Optional[socket.socket] = None
         self._buf = bytearray()
+        # recv_into a reused buffer: recv(N) would allocate N bytes per call,
+        # and above malloc's mmap threshold that costs page faults each time.
+        self._rx = bytearray(65536)
+        self._rxv = memoryview(self._rx)
         self._opaque = 0
         self._watch_mask = 0
         self._events: Deque[Event] = deque(maxlen=65536)
@@ -193,14 +197,14 @@ class Client:
                 raise Timeout(f"no answer within {self.timeout:g} s")
             sock.settimeout(left)
             try:
-                data = sock.recv(262144)
+                n = sock.recv_into(self._rx)
             except socket.timeout:
                 continue
             except OSError as e:
                 raise IcsConnectionError(f"receive failed: {e}") from e
-            if not data:
+            if not n:
                 raise IcsConnectionError("connection closed by the server")
-            self._buf += data
+            self._buf += self._rxv[:n]
 
     def _on_event(self, f: w.Frame) -> None:
         try:
@@ -517,10 +521,10 @@ class Pipeline:
                     except _WANT:
                         pass
                 try:
-                    data = sock.recv(1 << 20)
-                    if not data:
+                    n = sock.recv_into(c._rx)
+                    if not n:
                         raise IcsConnectionError("connection closed by the server")
-                    c._buf += data
+                    c._buf += c._rxv[:n]
                     progress = True
                 except _WANT:
                     pass
