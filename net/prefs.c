@@ -202,3 +202,16 @@ uint32_t prefs_retention(const void *blob, size_t len)
         return 0;
     return v;
 }
+
+uint32_t prefs_cap_expiry(const void *blob, size_t len, uint32_t now_s, uint32_t expires_at)
+{
+    uint32_t ret = prefs_retention(blob, len);
+    if (ret == 0)
+        return expires_at;
+    uint64_t cap = (uint64_t)now_s + ret;
+    if (cap > UINT32_MAX)
+        cap = UINT32_MAX;
+    if (expires_at == 0 || expires_at > cap)
+        return (uint32_t)cap;
+    return expires_at;
+}

@@ -47,6 +47,12 @@ bool prefs_allows(const void *blob, size_t len, const void *uri, size_t ulen,
 /* Retention bound in seconds (0 = none or no blob). */
 uint32_t prefs_retention(const void *blob, size_t len);
 
+/* The expires_at (unix seconds, 0 = never) a row mapped now_s for a device
+ * with this blob must get: the earlier of expires_at and now_s + retention
+ * (retention enforced as an expiry fixed at map time, as the store does
+ * for its global max_row_age). Unchanged without a retention bound. */
+uint32_t prefs_cap_expiry(const void *blob, size_t len, uint32_t now_s, uint32_t expires_at);
+
 #ifdef __cplusplus
 }
 #endif

@@ -205,6 +205,16 @@ static void test_retention_and_malformed(void)
     CHECK_EQ(prefs_retention(b.p, 3), 0);
     build(&b, 0, NULL, 0, NULL, 0, NULL, 0);
     CHECK_EQ(prefs_retention(b.p, b.len), 0);
+    /* No retention: the row's own expiry stands. */
+    CHECK_EQ(prefs_cap_expiry(b.p, b.len, 1000, 0), 0);
+    CHECK_EQ(prefs_cap_expiry(b.p, b.len, 1000, 5000), 5000);
+    CHECK_EQ(prefs_cap_expiry(NULL, 0, 1000, 7), 7);
+    build(&b, 600, NULL, 0, NULL, 0, NULL, 0);
+    CHECK_EQ(prefs_cap_expiry(b.p, b.len, 1000, 0), 1600);    /* never -> bounded */
+    CHECK_EQ(prefs_cap_expiry(b.p, b.len, 1000, 5000), 1600); /* later -> bounded */
+    CHECK_EQ(prefs_cap_expiry(b.p, b.len, 1000, 1200), 1200); /* earlier stays */
+    CHECK_EQ(prefs_cap_expiry(b.p, b.len, UINT32_MAX - 10, 0), UINT32_MAX);
+    build(&b, 0, NULL, 0, NULL, 0, NULL, 0);
     /* A malformed blob denies (fail closed). */
     CHECK(!prefs_allows(b.p, 5, "u", 1, AT(0, 0, 0)));
     uint8_t junk[] = {0, 0, 0, 0, 0, 9};
