@@ -156,6 +156,22 @@ int main(void)
     CHECK_EQ(principal_bootstrap_admin(n.reg, n.s, "admin", admin_secret, sizeof(admin_secret)), 0);
     set(&n, "acme", PRINCIPAL_IOT_SP, SECRET, "ACME-");
     set(&n, "gone", PRINCIPAL_TPSP, "x", "https://gone/");
+    {
+        /* Certificate only, pinned: the pin must survive too. */
+        static struct principal_def d;
+        memset(&d, 0, sizeof(d));
+        d.name.p = (const uint8_t *)"pinned";
+        d.name.len = 6;
+        d.roles = PRINCIPAL_TPSP;
+        d.has_fp = true;
+        memset(d.fp, 0xc3, sizeof(d.fp));
+        d.nscopes = 2;
+        d.scopes[0].p = (const uint8_t *)"https://p1/";
+        d.scopes[0].len = 11;
+        d.scopes[1].p = (const uint8_t *)"https://p2/";
+        d.scopes[1].len = 11;
+        CHECK_EQ(principal_set(n.reg, n.s, &d, NULL, NULL), 0);
+    }
     /* The asynchronous form: done comes from a store thread once durable. */
     struct wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
     CHECK_EQ(principal_del(n.reg, n.s, "gone", 4, on_done, &w), 0);
@@ -168,7 +184,18 @@ int main(void)
 
     /* Second life: everything is back from the log. */
     up(&n, dir);
-    CHECK_EQ(principal_count(n.reg), 2);
+    CHECK_EQ(principal_count(n.reg), 3);
+    {
+        struct principal *pp = principal_get(n.reg, "pinned", 6);
+        uint8_t fp[32];
+        memset(fp, 0xc3, sizeof(fp));
+        CHECK(pp && !pp->has_secret && principal_fp_matches(pp, fp));
+        fp[0] = 0;
+        CHECK(!principal_fp_matches(pp, fp));
+        CHECK_EQ(pp->nscopes, 2);
+        CHECK_MEM(pp->scopes[1].p, "https://p2/", 11);
+        principal_put(pp);
+    }
     CHECK_EQ(verify(&n, "acme", SECRET), 0);
     CHECK_EQ(verify(&n, "acme", "wrong"), -EACCES);
     CHECK_EQ(verify(&n, "admin", admin_secret), 0);
@@ -195,7 +222,7 @@ int main(void)
 
     /* Third life: snapshot + log tail. */
     up(&n, dir);
-    CHECK_EQ(principal_count(n.reg), 3);
+    CHECK_EQ(principal_count(n.reg), 4);
     CHECK_EQ(verify(&n, "acme", SECRET), -EACCES);
     CHECK_EQ(verify(&n, "acme", "second"), 0);
     CHECK_EQ(verify(&n, "late", "l8"), 0);
