@@ -547,9 +547,11 @@ static inline uint64_t wr_slot(const uint64_t *s)
 /* Writer: first empty or tombstone slot for h (the key is known absent). */
 static size_t tab_put(struct tab *t, uint64_t h, const void *p, bool *was_empty)
 {
-    size_t m = t->cap - 1, i = home_of(t, h);
-    while (wr_slot(&t->s[i]) > SLOT_TOMB)
+    size_t m = t->cap - 1, i = home_of(t, h), n = 0;
+    while (wr_slot(&t->s[i]) > SLOT_TOMB) {
+        ENGINE_PANIC_IF(++n == t->cap); /* callers keep tables under 90% */
         i = (i + 1) & m;
+    }
     *was_empty = wr_slot(&t->s[i]) == SLOT_EMPTY;
     st_slot(&t->s[i], slot_of(h, p));
     return i;
@@ -662,6 +664,14 @@ static void ix_step(engine_t *e, struct idx *x, size_t k)
 static int ix_reserve(engine_t *e, struct idx *x, size_t add)
 {
     size_t cap = x->cur->cap;
+    /* Every live key ends up in next: if inserts since it was sized (say,
+     * after a shrink began) would fill it past 80%, drop it and size anew.
+     * It was never published, so it can be freed at once. */
+    if (x->next && (x->live + add) * 5 > x->next->cap * 4) {
+        eng_free(e, x->next, tab_bytes(x->next->cap));
+        x->next = NULL;
+        x->mig = 0;
+    }
     if (!x->next && (x->used + add) * 5 > cap * 4) /* above 80% */
         ix_start(e, x, x->live + add, true); /* failure tolerated below */
     if ((x->used + add) * 10 > cap * 9)

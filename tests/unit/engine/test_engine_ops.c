@@ -476,6 +476,40 @@ static void test_iterate_resize(void)
     engine_destroy(e);
 }
 
+/* Regression: a shrink that begins when a table is suddenly almost empty
+ * (one DEMAP_SERVICE removing everything) must not be overfilled by the
+ * inserts that follow before it completes. */
+static void test_shrink_then_refill(void)
+{
+    engine_t *e = mk(0, 0);
+    char d[32];
+    uint64_t lsn = 0;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 5000; i++) {
+            snprintf(d, sizeof d, "r%d-%d", round, i);
+            CHECK_EQ(map(e, d, i == 4999 ? "keep" : "gone", d, ++lsn), 0);
+        }
+        CHECK_EQ(engine_demap_service(e, "gone", 4, ++lsn, NULL, NULL), 4999);
+    }
+    struct engine_stats st;
+    engine_stats(e, &st);
+    CHECK_EQ(st.rows, 3);
+    for (int round = 0; round < 3; round++) {
+        snprintf(d, sizeof d, "r%d-4999", round);
+        CHECK_EQ(engine_inquire_device(e, d, strlen(d), NULL, NULL, NULL), 1);
+        CHECK_EQ(engine_inquire_binding(e, "keep", 4, d, strlen(d), NULL, NULL,
+                                        NULL), 1);
+    }
+    /* once quiet, the indexes shrink back */
+    for (int i = 0; i < 2000; i++) {
+        CHECK_EQ(map(e, "x", "u", "t", ++lsn), 0);
+        CHECK_EQ(engine_demap(e, "x", 1, "u", 1, "t", 1, 0, ++lsn, NULL, NULL), 0);
+    }
+    engine_stats(e, &st);
+    CHECK(st.device_slots <= 64 && st.binding_slots <= 64);
+    engine_destroy(e);
+}
+
 static void test_batch(void)
 {
     engine_t *e = mk(0, 0);
@@ -527,6 +561,7 @@ int main(void)
     test_mem_limit();
     test_iterate_resize();
     test_batch();
+    test_shrink_then_refill();
     printf("test_engine_ops: ok\n");
     return 0;
 }
