@@ -1272,7 +1272,6 @@ int loop_start(loop_t *l)
     for (unsigned i = 0; i < l->nw; i++) {
         if (pthread_create(&l->w[i].th, NULL, worker_main, &l->w[i]) != 0)
             return -EAGAIN;
-        l->w[i].stopping = 0;
     }
     loop_log(l, LOOP_LOG_INFO, "listening on %s:%u (%u workers)", l->cfg.host, l->port, l->nw);
     if (l->tls_port)
