@@ -38,6 +38,7 @@
 #define BUF_COUNT 256        /* provided buffers per worker (power of 2) */
 #define BUF_SIZE 16384
 #define BGID 1
+#define BUF_SHRINK (256u << 10) /* per-connection buffers above this are freed when empty */
 
 uint64_t loop_now_us(void)
 {
@@ -499,6 +500,9 @@ static void conn_input(struct conn *c, const uint8_t *p, size_t n)
         return;
     size_t used = handle_input(c, c->in.p, c->in.len);
     buf_consume(&c->in, used);
+    /* A 1 MiB frame must not pin 1 MiB per idle connection afterwards. */
+    if (c->in.len == 0 && c->in.cap > BUF_SHRINK)
+        buf_free(&c->in);
 }
 
 #ifdef ICS_HAVE_TLS
@@ -626,6 +630,8 @@ static void on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     }
     c->sending.len = 0;
     c->sent = 0;
+    if (c->sending.cap > BUF_SHRINK) /* after a big EXPORT, say */
+        buf_free(&c->sending);
     conn_mark_dirty(c); /* more may have queued meanwhile */
 }
 
