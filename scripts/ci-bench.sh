@@ -78,7 +78,9 @@ for r in "${RUNS[@]}"; do
   rc=$?
   dt=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   # The figures: the whole output when short, else its head and tail.
-  if [ "$(wc -l <"$log")" -le 80 ]; then cat "$log"; else head -30 "$log"; echo "[...]"; tail -40 "$log"; fi
+  # (A line of theirs starting "SUMMARY: " would be taken for this stage's.)
+  { if [ "$(wc -l <"$log")" -le 80 ]; then cat "$log"; else head -30 "$log"; echo "[...]"; tail -40 "$log"; fi; } |
+    sed 's/^SUMMARY:/ SUMMARY:/'
   case $rc in
     0)   st="ok";                    NOK=$((NOK+1)) ;;
     77)  st="skipped (exit 77)";     NSKIP=$((NSKIP+1)) ;;

@@ -33,7 +33,7 @@ grep -E '^[0-9]+% tests passed|tests? failed out of|\(Failed\)|\*\*\*|No tests w
   build/coverage.ctest.log | tail -30
 TESTLINE=$(grep -E '[0-9]+% tests passed' build/coverage.ctest.log | tail -1)
 if [ $TRC -ne 0 ] && ! grep -q 'No tests were found' build/coverage.ctest.log; then
-  grep -B2 -A40 -E '\*\*\*Failed|\(Failed\)|\*\*\*Timeout|Exception' build/coverage.ctest.log | head -150
+  grep -B2 -A40 -E '\*\*\*Failed|\(Failed\)|\*\*\*Timeout|Exception' build/coverage.ctest.log | head -150 | sed 's/^/    /'
 fi
 # "No tests were found" is not a failure: the layers may not have tests yet.
 grep -q 'No tests were found' build/coverage.ctest.log && TRC=0

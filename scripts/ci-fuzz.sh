@@ -42,7 +42,7 @@ if ! scripts/build.sh fuzz -DCMAKE_C_FLAGS=-fsanitize=fuzzer-no-link \
        -DCMAKE_CXX_FLAGS=-fsanitize=fuzzer-no-link >build/fuzz.build.log 2>&1; then
   BUILD_OK=0
   echo "ci-fuzz: FAIL: the fuzz build failed; last lines of build/fuzz.build.log:"
-  tail -40 build/fuzz.build.log
+  tail -40 build/fuzz.build.log | sed 's/^/    /'
 fi
 LIST=$BUILD/fuzz/fuzzers.txt
 if [ ! -f "$LIST" ]; then
@@ -122,7 +122,8 @@ for t in "${TARGETS[@]}"; do
   case $kind in leak) NLEAK=$((NLEAK+1));; timeout) NTIMEOUT=$((NTIMEOUT+1));; oom) NOOM=$((NOOM+1));;
                 *) NCRASH=$((NCRASH+1));; esac
   echo "ci-fuzz: $t: FAIL ($kind, exit $rc); libFuzzer's report:"
-  grep -vE '^#[0-9]+|^INFO: |^MERGE|^\s*$' "$log" | head -80
+  # Indented: scripts/test.sh reads lines starting with "SUMMARY: " as ours.
+  grep -vE '^#[0-9]+|^INFO: |^MERGE|^\s*$' "$log" | head -80 | sed 's/^/    /'
   for a in "$WORK/$t"/artifacts/*; do
     [ -f "$a" ] || continue
     keep=$ART/$t-$(basename "$a"); cp "$a" "$keep"

@@ -29,7 +29,7 @@ if [ "$DB" = build/clang ] && [ -f build/clang/CMakeCache.txt ]; then
   # the clang stage's job.
   echo "ci-lint: re-configuring build/clang for a fresh compile_commands.json"
   cmake -S . -B build/clang >build/clang.lint-configure.log 2>&1 ||
-    { tail -30 build/clang.lint-configure.log; echo "SUMMARY: configure of build/clang failed"; exit 1; }
+    { tail -30 build/clang.lint-configure.log | sed "s/^/    /"; echo "SUMMARY: configure of build/clang failed"; exit 1; }
 elif [ -z "$DB" ]; then
   echo "ci-lint: no compile db yet: scripts/build.sh clang"
   scripts/build.sh clang >build/clang.lint-build.log 2>&1 ||
@@ -37,7 +37,7 @@ elif [ -z "$DB" ]; then
   DB=build/clang
 fi
 if [ ! -f $DB/compile_commands.json ]; then
-  tail -30 build/clang.lint-build.log
+  tail -30 build/clang.lint-build.log | sed "s/^/    /"
   echo "SUMMARY: no compile_commands.json (configure failed)"
   exit 1
 fi
@@ -161,7 +161,7 @@ if [ "$TN" -gt 0 ]; then
 elif [ $TRC -ne 0 ]; then
   FAIL=1
   echo "ci-lint: clang-tidy failed (rc=$TRC) without a finding line:"
-  tail -n 30 "$OUT/clang-tidy.log"; tail -n 30 "$OUT/clang-tidy.stderr"
+  { tail -n 30 "$OUT/clang-tidy.log"; tail -n 30 "$OUT/clang-tidy.stderr"; } | sed 's/^/    /'
 else
   echo "ci-lint: clang-tidy: clean"
 fi
@@ -187,7 +187,7 @@ if [ "$CN" -gt 0 ]; then
 elif [ $CRC -ne 0 ]; then
   FAIL=1
   echo "ci-lint: cppcheck failed (rc=$CRC) without a finding line:"
-  tail -30 "$OUT/cppcheck.log"
+  tail -30 "$OUT/cppcheck.log" | sed 's/^/    /'
 else
   echo "ci-lint: cppcheck: clean"
 fi
