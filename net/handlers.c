@@ -346,8 +346,37 @@ static uint32_t expires_from_ttl(uint32_t ttl)
     return ttl ? (uint32_t)(loop_now_us() / 1000000u) + ttl : 0;
 }
 
+/* The device's preferences apply to a new row: a refused URI is
+ * ACCESS_DENIED, and the retention bound caps the row's expiry. */
+static int prefs_for_map(struct rq *x, const void *dev, size_t dev_len, const void *uri,
+                         size_t uri_len, uint32_t *expires_at)
+{
+#ifdef ICS_HAVE_PREFS
+    struct devinfo d;
+    if (device_info(x, dev, dev_len, &d) < 0 || d.prefs.len == 0) {
+        buf_free(&d.prefs);
+        return 0;
+    }
+    uint64_t now = loop_now_us();
+    int ok = prefs_allows(d.prefs.p, d.prefs.len, uri, uri_len, now);
+    if (ok)
+        *expires_at = prefs_cap_expiry(d.prefs.p, d.prefs.len, (uint32_t)(now / 1000000u),
+                                       *expires_at);
+    buf_free(&d.prefs);
+    return ok ? 0 : -EACCES;
+#else
+    (void)x, (void)dev, (void)dev_len, (void)uri, (void)uri_len, (void)expires_at;
+    return 0;
+#endif
+}
+
 static void h_map(struct rq *x)
 {
+    uint32_t expires_at = expires_from_ttl(x->r.u32);
+    if (prefs_for_map(x, x->r.key, x->r.key_len, x->r.uri, x->r.uri_len, &expires_at) < 0) {
+        respond_err(x, -EACCES, "the device's preferences deny this service");
+        return;
+    }
     struct pend *pe;
     struct msg *m = begin_async(x, &pe);
     if (!m)
@@ -355,7 +384,7 @@ static void h_map(struct rq *x)
     struct engine_map_req rq = {
         .dev = x->r.key, .dev_len = x->r.key_len, .uri = x->r.uri, .uri_len = x->r.uri_len,
         .uti = x->r.uti, .uti_len = x->r.uti_len, .owner = x->r.owner,
-        .owner_len = x->r.owner_len, .expires_at = expires_from_ttl(x->r.u32), .cas = x->f->cas,
+        .owner_len = x->r.owner_len, .expires_at = expires_at, .cas = x->f->cas,
     };
     int rc = store_map(x->l->d.store, &rq, actor(x), actor_len(x), store_done_cb, m);
     if (rc < 0)
@@ -533,7 +562,11 @@ static void h_map_answer(struct rq *x)
         free(pr);
         return;
     }
+    uint32_t expires_at = expires_from_ttl(pr->ttl_s);
 #ifdef ICS_HAVE_PREFS
+    if (d.prefs.len)
+        expires_at = prefs_cap_expiry(d.prefs.p, d.prefs.len,
+                                      (uint32_t)(loop_now_us() / 1000000u), expires_at);
     if (d.prefs.len && !prefs_allows(d.prefs.p, d.prefs.len, pr->uri, pr->uri_len, loop_now_us())) {
         buf_free(&d.prefs);
         const char *why = "the device's preferences deny this service";
@@ -566,7 +599,7 @@ static void h_map_answer(struct rq *x)
     struct engine_map_req rq = {
         .dev = x->r.text, .dev_len = x->r.text_len, .uri = pr->uri, .uri_len = pr->uri_len,
         .uti = pr->uti, .uti_len = pr->uti_len, .owner = x->p->name,
-        .owner_len = x->p->name_len, .expires_at = expires_from_ttl(pr->ttl_s),
+        .owner_len = x->p->name_len, .expires_at = expires_at,
     };
     rc = store_map(x->l->d.store, &rq, actor(x), actor_len(x), store_done_cb, m);
     if (rc < 0) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "itest.h"
@@ -163,6 +164,30 @@ static void test_visibility(int adm)
     CHECK_MEM(r.value, v.p, v.len);
     CHECK_EQ(inquire(tb, "dev-A1"), -WIRE_S_NOT_FOUND);
     CHECK_EQ(binding(tb, "https://b.example/1", "u2"), WIRE_S_NOT_FOUND);
+    /* A MAP for a denied URI is refused. */
+    CHECK_EQ(itest_map(adm, "dev-A1", "https://b.example/2", "u3", NULL, NULL),
+             WIRE_S_ACCESS_DENIED);
+    /* Retention: a device with a 1-hour bound gives new rows that expiry. */
+    struct buf ret = BUF_INIT;
+    buf_put_u32(&ret, 3600);
+    buf_put_u16(&ret, 0);
+    buf_put_u16(&ret, 0);
+    buf_put_u16(&ret, 0);
+    CHECK_EQ(itest_map(adm, "dev-R", "https://a.example/r1", "r1", "acme", NULL), 0);
+    CHECK_EQ(itest_call(acme, &r, WIRE_OP_PREFS_SET, 0, NULL, 0, "dev-R", 5, ret.p,
+                        (uint32_t)ret.len), 0);
+    CHECK_EQ(itest_map(adm, "dev-R", "https://a.example/r2", "r2", NULL, NULL), 0);
+    CHECK_EQ(inquire(adm, "dev-R"), 2);
+    {
+        uint32_t now = (uint32_t)time(NULL);
+        /* rows: r1 (no expiry), then r2 with now + 3600 at most */
+        size_t off = 4 + 2 + 20 + 2 + 2;
+        CHECK_EQ(wire_be32(r.value + off), 0);
+        off += 4 + 2 + 20 + 2 + 2;
+        uint32_t exp = wire_be32(r.value + off);
+        CHECK(exp >= now + 3590 && exp <= now + 3610);
+    }
+    buf_free(&ret);
     CHECK_EQ(inquire(ta, "dev-A1"), 1);
     CHECK_EQ(inquire(acme, "dev-A1"), 2);
     buf_free(&v);
