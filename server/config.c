@@ -62,6 +62,8 @@ static const struct setting {
     S("tls-key", K_STR, tls_key, "FILE   server private key (PEM)"),
     S("tls-ca", K_STR, tls_ca, "FILE   CA for client certificates (PEM)"),
     S("tls-crl", K_STR, tls_crl, "FILE   CRL of that CA (PEM)"),
+    S("key-rotate-interval", K_U32, key_rotate_interval,
+      "S   rotate the KEY_ISSUE signing key this often (0: never)"),
     S("tls-port", K_U32, tls_port, "N   TLS listener port on the listen host (default 11312; 0: any)"),
 #undef S
 };

@@ -42,6 +42,7 @@ struct icsd_config {
     char tls_ca[CONFIG_STR_MAX];
     char tls_crl[CONFIG_STR_MAX];
     uint32_t tls_port;              /* --tls-port, default 11312; 0 = any */
+    uint32_t key_rotate_interval;   /* --key-rotate-interval seconds, 0 = never */
 };
 
 void config_defaults(struct icsd_config *c);

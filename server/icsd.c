@@ -318,6 +318,7 @@ int main(int argc, char **argv)
     }
 #ifdef ICS_HAVE_KEYS
     struct keys_config kc = {0};
+    kc.rotate_interval_s = cfg->key_rotate_interval;
     if ((rc = keys_create(&icsd.keys, &kc)) < 0 ||
         (rc = keys_register_aux(icsd.keys, icsd.store)) < 0) {
         log_at(0, "keys: %s", strerror(-rc));
@@ -430,9 +431,22 @@ int main(int argc, char **argv)
         return 1;
     }
     for (;;) {
-        int sig = 0;
-        if (sigwait(&sigs, &sig) != 0)
+        /* Once a second without a signal: the signing key's schedule
+         * (keys_maybe_rotate waits for durability, so not on a worker). */
+        struct timespec one = {1, 0};
+        int sig = sigtimedwait(&sigs, NULL, &one);
+        if (sig < 0) {
+#ifdef ICS_HAVE_KEYS
+            if (errno == EAGAIN && cfg->key_rotate_interval) {
+                rc = keys_maybe_rotate(icsd.keys, icsd.store, (uint64_t)time(NULL));
+                if (rc == 1)
+                    log_at(2, "signing key rotated (id %d)", keys_current_id(icsd.keys));
+                else if (rc < 0)
+                    log_at(1, "signing key rotation: %s", strerror(-rc));
+            }
+#endif
             continue;
+        }
         if (sig == SIGHUP) {
 #ifdef ICS_HAVE_TLS
             if (icsd.tls) {

@@ -315,6 +315,30 @@ static void test_pending_expiry(void)
     CHECK_EQ(r.status, WIRE_S_NOT_FOUND);
     CHECK_MEM(r.key, id, 16);
     CHECK_EQ(confirm(a, id, "dev-1"), WIRE_S_NOT_FOUND);
+
+    /* Pending requests are bounded per principal: past the bound,
+     * TMPFAIL (try again later), and nothing else breaks. */
+    struct buf all = BUF_INIT, v = BUF_INIT;
+    itest_s16(&v, "https://a.example/flood");
+    itest_s16(&v, "uf");
+    for (uint32_t i = 0; i < 1100; i++)
+        wire_put_request(&all, WIRE_OP_MAP_REQUEST, i, 0, NULL, 0, "ACME-F", 6, v.p,
+                         (uint32_t)v.len);
+    CHECK_EQ(itest_send(t, all.p, all.len), 0);
+    int ok = 0, tmpfail = 0;
+    for (uint32_t i = 0; i < 1100; i++) {
+        CHECK_EQ(itest_read(t, &r), 0);
+        CHECK_EQ(r.opaque, i);
+        if (r.status == 0)
+            ok++;
+        else if (r.status == WIRE_S_TMPFAIL)
+            tmpfail++;
+    }
+    CHECK(ok >= 1 && ok <= 1024);
+    CHECK_EQ(ok + tmpfail, 1100);
+    CHECK_EQ(itest_call(t, &r, WIRE_OP_NOOP, 0, NULL, 0, NULL, 0, NULL, 0), 0);
+    buf_free(&all);
+    buf_free(&v);
     close(t);
     close(tw);
     close(a);

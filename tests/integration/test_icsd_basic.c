@@ -313,6 +313,36 @@ static void test_principals_and_keys(void)
     close(fd);
 }
 
+static void test_key_rotation(void)
+{
+    /* A batch signed before a rotation answers KEY_ROTATED afterwards. */
+    struct itest_srv k;
+    const char *args[] = {"--key-rotate-interval", "1", NULL};
+    itest_start(&k, args);
+    struct itest_resp r = {0};
+    int fd = itest_login(&k, NULL, NULL);
+    uint8_t cnt[2] = {0, 2};
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_KEY_ISSUE, 0, cnt, 2, NULL, 0, NULL, 0), 0);
+    uint8_t batch[200];
+    uint32_t bl = r.value_len;
+    memcpy(batch, r.value, bl);
+    int st = 0;
+    for (int i = 0; i < 50; i++) { /* the schedule is checked once a second */
+        usleep(200000);
+        st = itest_call(fd, &r, WIRE_OP_KEY_VALIDATE, 0, NULL, 0, NULL, 0, batch, bl);
+        if (st != 0)
+            break;
+    }
+    CHECK_EQ(st, WIRE_S_KEY_ROTATED);
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_KEY_ISSUE, 0, cnt, 2, NULL, 0, NULL, 0), 0);
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_KEY_VALIDATE, 0, NULL, 0, NULL, 0, r.value, r.value_len),
+             0);
+    itest_resp_free(&r);
+    close(fd);
+    CHECK_EQ(itest_stop(&k), 0);
+    itest_cleanup(&k);
+}
+
 static void test_restart_keeps_data(void)
 {
     CHECK_EQ(itest_stop(&srv), 0);
@@ -367,6 +397,7 @@ int main(void)
     test_principals_and_keys();
     test_restart_keeps_data();
     test_mem_limit();
+    test_key_rotation();
     CHECK_EQ(itest_stop(&srv), 0);
     itest_cleanup(&srv);
     return 0;
