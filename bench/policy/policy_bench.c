@@ -17,7 +17,8 @@
  * Each A/B pair alternates A and B five times and keeps the best of each,
  * so a noisy neighbour on a shared machine hurts both sides alike.
  *
- * usage: policy_bench [--smoke] [--devices N] [--seconds S]
+ * usage: policy_bench [--smoke] [--devices N] [--seconds S] [--history-len N]
+ *                     [--profile off|on|prefs]
  */
 #include <errno.h>
 #include <pthread.h>
@@ -36,6 +37,7 @@
 #include "principal.h"
 
 static size_t ndev = 200000;
+static uint32_t hlen = 16;   /* --history-len, the server's default */
 static const char *profile; /* --profile off|on|prefs: run only that case (for perf) */
 static double seconds = 0.5;
 
@@ -214,12 +216,14 @@ int main(int argc, char **argv)
             seconds = 0.1;
         } else if (!strcmp(argv[i], "--devices") && i + 1 < argc) {
             ndev = strtoull(argv[++i], NULL, 10);
+        } else if (!strcmp(argv[i], "--history-len") && i + 1 < argc) {
+            hlen = (uint32_t)strtoul(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--profile") && i + 1 < argc) {
             profile = argv[++i];
         } else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
             seconds = atof(argv[++i]);
         } else {
-            fprintf(stderr, "usage: %s [--smoke] [--devices N] [--seconds S] [--profile off|on|prefs]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--smoke] [--devices N] [--seconds S] [--history-len N] [--profile off|on|prefs]\n", argv[0]);
             return 2;
         }
     }
@@ -235,14 +239,14 @@ int main(int argc, char **argv)
 
     printf("policy_bench: %zu devices, %.2f s per measurement, best of 5\n", ndev, seconds);
     fflush(stdout);
-    engine_t *plain = fill(profile && !strcmp(profile, "prefs"), 16);
+    engine_t *plain = fill(profile && !strcmp(profile, "prefs"), hlen);
     if (profile) {
         printf("profile %s: %.0f inq/s\n", profile, measure(plain, !strcmp(profile, "on"), 1));
         engine_destroy(plain);
         free(tpsp);
         return 0;
     }
-    engine_t *withp = fill(1, 16);
+    engine_t *withp = fill(1, hlen);
     for (int th = 1; th <= 2; th++)
         ab("history", plain, 0, plain, 1, th, "off", "on");
     for (int th = 1; th <= 2; th++)
