@@ -255,7 +255,7 @@ static int devinfo_cb(void *arg, const struct engine_row *row)
 {
     struct devinfo *d = arg;
     d->found = 1;
-    if (row->owner_len <= ENGINE_NAME_MAX) {
+    if (row->owner_len && row->owner_len <= ENGINE_NAME_MAX) {
         memcpy(d->owner, row->owner, row->owner_len);
         d->owner_len = row->owner_len;
     }
