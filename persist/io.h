@@ -38,6 +38,11 @@ struct store_io {
     int (*unlink)(void *ctx, const char *path);
     int (*mkdir)(void *ctx, const char *path, mode_t mode);
     void *ctx;
+    /* Optional (NULL: read into memory instead): maps size bytes of fd
+     * read-only for recovery, which then reads snapshots and segments
+     * without copying them. Returns NULL on failure. */
+    void *(*map)(void *ctx, int fd, uint64_t size);
+    void (*unmap)(void *ctx, void *p, uint64_t size);
 };
 
 const struct store_io *store_io_default(void);
@@ -45,6 +50,11 @@ const struct store_io *store_io_default(void);
 /* Reads exactly n bytes at off (-EIO on a short file). */
 int store_io_read_full(const struct store_io *io, int fd, void *buf, size_t n,
                        uint64_t off);
+
+/* A whole file in memory, mapped or read (store_io_load / _unload). */
+struct store_io_buf { uint8_t *p; uint64_t n; int mapped; };
+int store_io_load(const struct store_io *io, const char *path, struct store_io_buf *b);
+void store_io_unload(const struct store_io *io, struct store_io_buf *b);
 
 /* The one durable-replace helper (write tmp, fsync, rename, fsync dir): the
  * caller has written and fsynced tmp; this renames it over final and fsyncs

@@ -328,7 +328,7 @@ out:
 
 /* --- writer -------------------------------------------------------------- */
 
-#define URI_SLOTS 2048u
+#define URI_SLOTS 8192u
 
 struct snap_writer {
     const struct store_io *io;

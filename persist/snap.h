@@ -44,8 +44,8 @@ struct store_io;
 
 #define SNAP_BLK_HDR 12u
 #define SNAP_BLOCK_MAX (8u << 20)
-#define SNAP_BLOCK_TARGET (64u << 10)
-#define SNAP_URI_MAX 1024u
+#define SNAP_BLOCK_TARGET (1u << 20)
+#define SNAP_URI_MAX 4096u
 enum snap_type { SNAP_ROWS = 1, SNAP_AUX = 2, SNAP_END = 3 };
 
 struct snap_block {

@@ -76,12 +76,14 @@ struct store {
     pthread_mutex_t dmu;
     pthread_cond_t durable_cv;
     uint64_t durable_lsn;          /* atomic; written under dmu */
+    uint64_t written_lsn;          /* atomic: last LSN the commit thread wrote */
     int read_only;                 /* atomic */
 
-    pthread_t commit_th, sweep_th, snap_th;
+    pthread_t commit_th, sweep_th, snap_th, sync_th;
     pthread_mutex_t smu;           /* snapshot requests */
     pthread_cond_t snap_cv;
-    int snap_req, snap_stop, snap_running;
+    int snap_req, snap_stop, snap_running, sync_stop;
+    pthread_cond_t sync_cv;        /* smu: the relaxed syncer sleeps on it */
     struct wvec snap_waiters;      /* smu */
     pthread_cond_t sweep_cv;       /* smu: sweep sleeps on it */
 
@@ -498,36 +500,44 @@ static void maybe_request_snapshot(store_t *s)
     }
 }
 
+static void count_batch(store_t *s, const struct bytes *out)
+{
+    size_t cnt = 0;
+    for (size_t off = 0; off < out->n; cnt++)
+        off += WAL_REC_HDR + wal_get32(out->p + off);
+    ADD(s->wal_records, cnt);
+    if (cnt > LOAD(s->batch_max))
+        STORE(s->batch_max, cnt);
+}
+
+static int sync_log(store_t *s, uint64_t upto)
+{
+    uint64_t t0 = mono_us();
+    int r = s->lops->sync(s->log);
+    ADD(s->sync_us, mono_us() - t0);
+    ADD(s->syncs, 1);
+    if (r < 0)
+        go_read_only(s, "WAL fdatasync", r);
+    else
+        set_durable(s, upto);
+    return r;
+}
+
+/* The commit thread. STORE_SYNC: write the batch, fdatasync, then done.
+ * STORE_RELAXED: write the batch, then done; the syncer thread fdatasyncs
+ * every relaxed_window_ms, so a slow sync never holds up the writes. */
 static void *commit_main(void *arg)
 {
     store_t *s = arg;
     struct bytes out = {0};
     struct wvec acks = {0};
     int relaxed = s->cfg.durability == STORE_RELAXED;
-    int unsynced = 0;
-    uint64_t sync_deadline = 0, written_lsn = LOAD(s->last_lsn);
     pthread_mutex_lock(&s->lane);
     for (;;) {
-        while (!s->batch.n && !s->waiters.n && !s->stopping) {
-            if (relaxed && unsynced) {
-                uint64_t now = mono_us();
-                if (now >= sync_deadline)
-                    break;
-                struct timespec ts;
-                clock_gettime(CLOCK_MONOTONIC, &ts);
-                uint64_t wait = sync_deadline - now;
-                ts.tv_sec += (time_t)(wait / 1000000u);
-                ts.tv_nsec += (long)(wait % 1000000u) * 1000;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
-                pthread_cond_timedwait(&s->work_cv, &s->lane, &ts);
-            } else {
-                pthread_cond_wait(&s->work_cv, &s->lane);
-            }
-        }
-        int stop = s->stopping && !s->batch.n && !s->waiters.n;
+        while (!s->batch.n && !s->waiters.n && !s->stopping)
+            pthread_cond_wait(&s->work_cv, &s->lane);
+        if (s->stopping && !s->batch.n && !s->waiters.n)
+            break;
         /* Swap the open batch out: writers go on filling a fresh one while
          * this one is written and synced. */
         struct bytes b = s->batch;
@@ -541,56 +551,22 @@ static void *commit_main(void *arg)
         uint64_t first = s->batch_first, last = LOAD(s->last_lsn);
         pthread_mutex_unlock(&s->lane);
 
-        int ro = __atomic_load_n(&s->read_only, __ATOMIC_ACQUIRE);
-        int r = ro ? -EIO : 0;
-        if (!ro && out.n) {
+        int r = __atomic_load_n(&s->read_only, __ATOMIC_ACQUIRE) ? -EIO : 0;
+        if (r == 0 && out.n) {
             r = s->lops->append(s->log, out.p, out.n, first);
-            if (r < 0)
+            if (r < 0) {
                 go_read_only(s, "WAL write", r);
-            else
-                written_lsn = last;
-        }
-        if (!ro && r == 0 && out.n) {
-            size_t cnt = 0;
-            for (size_t off = 0; off < out.n; cnt++)
-                off += WAL_REC_HDR + wal_get32(out.p + off);
-            ADD(s->wal_records, cnt);
-            if (cnt > LOAD(s->batch_max))
-                STORE(s->batch_max, cnt);
-        }
-        int need_sync = !ro && r == 0 && (unsynced || out.n) &&
-                        (!relaxed || stop || mono_us() >= sync_deadline);
-        if (relaxed && r == 0 && !ro) {
-            /* STORE_RELAXED: acknowledged once written (in the page cache),
-             * synced at most relaxed_window_ms later. */
-            for (size_t i = 0; i < acks.n; i++)
-                acks.v[i].done(acks.v[i].arg, 0, acks.v[i].lsn);
-            acks.n = 0;
-            if (out.n && !unsynced) {
-                unsynced = 1;
-                sync_deadline = mono_us() + (uint64_t)s->cfg.relaxed_window_ms * 1000u;
-            }
-            need_sync = unsynced && (stop || mono_us() >= sync_deadline);
-        }
-        if (need_sync) {
-            uint64_t t0 = mono_us();
-            r = s->lops->sync(s->log);
-            ADD(s->sync_us, mono_us() - t0);
-            ADD(s->syncs, 1);
-            if (r < 0)
-                go_read_only(s, "WAL fdatasync", r);
-            else {
-                unsynced = 0;
-                set_durable(s, written_lsn);
+            } else {
+                count_batch(s, &out);
+                /* release: the syncer that acquires it syncs after these
+                 * bytes reached the file. */
+                __atomic_store_n(&s->written_lsn, last, __ATOMIC_RELEASE);
             }
         }
-        if (!relaxed && !need_sync && r == 0 && !ro && acks.n) {
-            /* Only same-row waiters: their rows are in an earlier batch,
-             * durable once that batch's sync has run (it has: batches sync
-             * in order), unless it is still being written (not possible:
-             * this thread writes them). */
-            set_durable(s, written_lsn);
-        }
+        if (r == 0 && !relaxed && out.n)
+            r = sync_log(s, last);
+        /* Same-row waiters alone (no records): their rows are in a batch
+         * this thread already wrote and, in STORE_SYNC, synced. */
         int status = r < 0 ? -EIO : 0;
         for (size_t i = 0; i < acks.n; i++)
             acks.v[i].done(acks.v[i].arg, status, acks.v[i].lsn);
@@ -599,12 +575,41 @@ static void *commit_main(void *arg)
             maybe_request_snapshot(s);
         out.n = 0;
         pthread_mutex_lock(&s->lane);
-        if (stop && !s->batch.n && !s->waiters.n)
-            break;
     }
     pthread_mutex_unlock(&s->lane);
     free(out.p);
     free(acks.v);
+    return NULL;
+}
+
+/* STORE_RELAXED only: makes what the commit thread wrote durable at most
+ * relaxed_window_ms later; a last sync when the store closes. */
+static void *syncer_main(void *arg)
+{
+    store_t *s = arg;
+    pthread_mutex_lock(&s->smu);
+    for (;;) {
+        int stop = s->sync_stop;
+        if (!stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)s->cfg.relaxed_window_ms * 1000000u;
+            ts.tv_sec += (time_t)(ns / 1000000000u);
+            ts.tv_nsec = (long)(ns % 1000000000u);
+            pthread_cond_timedwait(&s->sync_cv, &s->smu, &ts);
+            stop = s->sync_stop;
+        }
+        pthread_mutex_unlock(&s->smu);
+        /* acquire: pairs with the commit thread's release of written_lsn. */
+        uint64_t w = __atomic_load_n(&s->written_lsn, __ATOMIC_ACQUIRE);
+        if (w > __atomic_load_n(&s->durable_lsn, __ATOMIC_ACQUIRE) &&
+            !__atomic_load_n(&s->read_only, __ATOMIC_ACQUIRE))
+            sync_log(s, w);
+        pthread_mutex_lock(&s->smu);
+        if (stop)
+            break;
+    }
+    pthread_mutex_unlock(&s->smu);
     return NULL;
 }
 
@@ -908,6 +913,7 @@ int store_open(store_t **out, engine_t *e, const struct store_config *cfg, char 
     pthread_cond_init(&s->durable_cv, &ca);
     pthread_cond_init(&s->snap_cv, &ca);
     pthread_cond_init(&s->sweep_cv, &ca);
+    pthread_cond_init(&s->sync_cv, &ca);
     pthread_condattr_destroy(&ca);
     const char *ck = getenv("ICS_CRASH_POINTS");
     if (ck && atoi(ck) > 0) {
@@ -1052,21 +1058,14 @@ int store_recover(store_t *s, char *err, size_t errlen)
     if (r == 1) {
         char path[4096];
         snap_path(s, start, "snap", path, sizeof(path));
-        int fd = s->io->open(s->io->ctx, path, O_RDONLY, 0);
-        uint64_t size = 0;
-        uint8_t *buf = NULL;
-        r = fd < 0 ? fd : s->io->fsize(s->io->ctx, fd, &size);
-        if (r == 0 && !(buf = malloc(size ? size : 1)))
-            r = -ENOMEM;
-        if (r == 0)
-            r = store_io_read_full(s->io, fd, buf, size, 0);
-        if (fd >= 0)
-            s->io->close(s->io->ctx, fd);
+        struct store_io_buf fb;
+        r = store_io_load(s->io, path, &fb);
         if (r < 0) {
-            free(buf);
             snprintf(err, errlen, "cannot read %s: %s", path, strerror(-r));
             goto out;
         }
+        const uint8_t *buf = fb.p;
+        uint64_t size = fb.n;
         struct snap_info info;
         char why[512];
         /* Check the whole file before changing the engine. */
@@ -1074,7 +1073,7 @@ int store_recover(store_t *s, char *err, size_t errlen)
         if (r == 0)
             r = snap_load_mem(s->e, buf, size, &s->seal, replay_aux, s, &info, why,
                               sizeof(why));
-        free(buf);
+        store_io_unload(s->io, &fb);
         if (r < 0) {
             if (r == -EKEYREJECTED)
                 snprintf(err, errlen, "wrong key for %s", path);
@@ -1099,6 +1098,7 @@ int store_recover(store_t *s, char *err, size_t errlen)
         last = log_last;
     s->last_lsn = last;
     s->durable_lsn = last;
+    s->written_lsn = last;
     uint64_t lb, ls;
     s->lops->usage(s->log, &lb, &ls);
     /* Only log written since the last snapshot counts toward the next. */
@@ -1126,7 +1126,9 @@ int store_start(store_t *s)
         return -EAGAIN;
     }
     if (pthread_create(&s->snap_th, NULL, snap_main, s) != 0 ||
-        pthread_create(&s->sweep_th, NULL, sweep_main, s) != 0)
+        pthread_create(&s->sweep_th, NULL, sweep_main, s) != 0 ||
+        (s->cfg.durability == STORE_RELAXED &&
+         pthread_create(&s->sync_th, NULL, syncer_main, s) != 0))
         abort(); /* cannot unwind a half-started store cleanly; never seen */
     return 0;
 }
@@ -1149,6 +1151,13 @@ void store_close(store_t *s)
         pthread_cond_signal(&s->work_cv);
         pthread_mutex_unlock(&s->lane);
         pthread_join(s->commit_th, NULL);
+        if (s->cfg.durability == STORE_RELAXED) {
+            pthread_mutex_lock(&s->smu);
+            s->sync_stop = 1;
+            pthread_cond_broadcast(&s->sync_cv);
+            pthread_mutex_unlock(&s->smu);
+            pthread_join(s->sync_th, NULL); /* its last sync covers everything */
+        }
     } else {
         /* Never started: nothing was accepted (change() needs recovered,
          * and done callbacks need the commit thread). */
@@ -1167,6 +1176,7 @@ void store_close(store_t *s)
     pthread_cond_destroy(&s->durable_cv);
     pthread_cond_destroy(&s->snap_cv);
     pthread_cond_destroy(&s->sweep_cv);
+    pthread_cond_destroy(&s->sync_cv);
     free(s->batch.p);
     free(s->waiters.v);
     free(s->removed.p);

@@ -28,7 +28,10 @@ struct wal_log {
     struct seg *segs;
     size_t nsegs, segcap;
     uint64_t bytes;
-    /* The open segment: commit thread only. */
+    /* The open segment: written by the commit thread; fdmu orders a
+     * rotation (which replaces fd) against a sync from another thread
+     * (STORE_RELAXED's syncer). */
+    pthread_mutex_t fdmu;
     int fd;
     uint64_t off, ctr;
     uint8_t nonce[12];
@@ -63,6 +66,7 @@ int wal_log_open(struct wal_log **out, const struct wal_log_config *cfg)
     l->seal = cfg->seal && cfg->seal->on ? cfg->seal : NULL;
     l->fd = -1;
     pthread_mutex_init(&l->mu, NULL);
+    pthread_mutex_init(&l->fdmu, NULL);
     *out = l;
     return 0;
 }
@@ -111,32 +115,6 @@ static int list_segments(struct wal_log *l)
     if (l->nsegs)
         qsort(l->segs, l->nsegs, sizeof(*l->segs), seg_cmp);
     return r;
-}
-
-static int read_file(const struct store_io *io, const char *path, uint8_t **buf,
-                     uint64_t *size)
-{
-    int fd = io->open(io->ctx, path, O_RDONLY, 0);
-    if (fd < 0)
-        return fd;
-    uint64_t n = 0;
-    int r = io->fsize(io->ctx, fd, &n);
-    uint8_t *b = NULL;
-    if (r == 0) {
-        b = malloc(n ? n : 1);
-        if (!b)
-            r = -ENOMEM;
-        else
-            r = store_io_read_full(io, fd, b, n, 0);
-    }
-    io->close(io->ctx, fd);
-    if (r < 0) {
-        free(b);
-        return r;
-    }
-    *buf = b;
-    *size = n;
-    return 0;
 }
 
 static int truncate_file(struct wal_log *l, const char *path, uint64_t size)
@@ -198,27 +176,36 @@ static int wl_replay(void *lp, uint64_t after, store_log_apply_fn fn, void *arg,
     size_t pcap = 0;
     char path[4096];
     for (size_t i = 0; i < l->nsegs; i++) {
-        uint8_t *buf = NULL;
-        uint64_t size = 0;
+        struct store_io_buf fb;
         seg_path(l, l->segs[i].first_lsn, path, sizeof(path));
-        r = read_file(l->cfg.io, path, &buf, &size);
+        if (i < start) {
+            /* Covered by the snapshot: only its size matters. */
+            int fd = l->cfg.io->open(l->cfg.io->ctx, path, O_RDONLY, 0);
+            uint64_t sz = 0;
+            if (fd >= 0) {
+                l->cfg.io->fsize(l->cfg.io->ctx, fd, &sz);
+                l->cfg.io->close(l->cfg.io->ctx, fd);
+            }
+            l->segs[i].size = sz;
+            l->bytes += sz;
+            continue;
+        }
+        r = store_io_load(l->cfg.io, path, &fb);
+        const uint8_t *buf = fb.p;
+        uint64_t size = fb.n;
         if (r < 0) {
             snprintf(err, errlen, "cannot read %s: %s", path, strerror(-r));
             goto fail;
         }
         l->segs[i].size = size;
         l->bytes += size;
-        if (i < start) {
-            free(buf);
-            continue;
-        }
         int is_last = i + 1 == l->nsegs;
         struct wal_fhdr h;
         r = wal_fhdr_decode(buf, size, wal_magic_log, &h);
         if (r == 0 && h.lsn != l->segs[i].first_lsn)
             r = -EPROTO;
         if (r < 0) {
-            free(buf);
+            store_io_unload(l->cfg.io, &fb);
             if (is_last && (r == -EAGAIN || r == -EBADMSG)) {
                 /* Crashed while creating the segment: no record was ever
                  * acknowledged from it (its header is synced first). */
@@ -237,7 +224,7 @@ static int wl_replay(void *lp, uint64_t after, store_log_apply_fn fn, void *arg,
             goto fail;
         }
         if (prev && h.lsn != prev + 1) {
-            free(buf);
+            store_io_unload(l->cfg.io, &fb);
             snprintf(err, errlen, "%s: starts at LSN %llu, expected %llu (LSN gap)",
                      path, (unsigned long long)h.lsn, (unsigned long long)prev + 1);
             r = -EBADMSG;
@@ -247,14 +234,14 @@ static int wl_replay(void *lp, uint64_t after, store_log_apply_fn fn, void *arg,
         if (sealed) {
             uint8_t none[1];
             if (!l->seal) {
-                free(buf);
+                store_io_unload(l->cfg.io, &fb);
                 snprintf(err, errlen, "%s is encrypted and no key file was given", path);
                 r = -ENOKEY;
                 goto fail;
             }
             if (seal_open(l->seal, h.nonce, 0, keycheck_ad, sizeof(keycheck_ad), h.check,
                           16, none) < 0) {
-                free(buf);
+                store_io_unload(l->cfg.io, &fb);
                 snprintf(err, errlen, "wrong key for %s", path);
                 r = -EKEYREJECTED;
                 goto fail;
@@ -282,7 +269,7 @@ static int wl_replay(void *lp, uint64_t after, store_log_apply_fn fn, void *arg,
                         pcap = pn * 2;
                         plain = malloc(pcap);
                         if (!plain) {
-                            free(buf);
+                            store_io_unload(l->cfg.io, &fb);
                             r = -ENOMEM;
                             goto fail;
                         }
@@ -307,7 +294,7 @@ static int wl_replay(void *lp, uint64_t after, store_log_apply_fn fn, void *arg,
                           (unsigned long long)off, (unsigned long long)expect, why,
                           (unsigned long long)(size - off), l->nsegs - i - 1);
                 } else {
-                    free(buf);
+                    store_io_unload(l->cfg.io, &fb);
                     snprintf(err, errlen, "corrupt record in %s at offset %llu (LSN %llu, %s); "
                              "valid records follow, refusing to drop them (run ics-check, or "
                              "start with truncate_corrupt to cut the log there)", path,
@@ -315,7 +302,7 @@ static int wl_replay(void *lp, uint64_t after, store_log_apply_fn fn, void *arg,
                     r = -EBADMSG;
                     goto fail;
                 }
-                free(buf);
+                store_io_unload(l->cfg.io, &fb);
                 l->bytes -= size - off;
                 l->segs[i].size = off;
                 if ((r = truncate_file(l, path, off)) < 0 ||
@@ -323,13 +310,12 @@ static int wl_replay(void *lp, uint64_t after, store_log_apply_fn fn, void *arg,
                     snprintf(err, errlen, "cannot truncate %s: %s", path, strerror(-r));
                     goto fail;
                 }
-                buf = NULL;
                 break;
             }
             if (rec.lsn > after) {
                 r = fn(arg, rec.lsn, rec.type, pl, pn);
                 if (r < 0) {
-                    free(buf);
+                    store_io_unload(l->cfg.io, &fb);
                     snprintf(err, errlen, "record in %s at offset %llu (LSN %llu, %s) cannot "
                              "be applied: %s", path, (unsigned long long)off,
                              (unsigned long long)rec.lsn, wal_type_name(rec.type),
@@ -342,7 +328,7 @@ static int wl_replay(void *lp, uint64_t after, store_log_apply_fn fn, void *arg,
             expect++;
             off += (uint64_t)span;
         }
-        free(buf);
+        store_io_unload(l->cfg.io, &fb);
         if (i + 1 == l->nsegs && off == WAL_FHDR_SIZE && l->segs[i].first_lsn > after) {
             /* Newest segment without records: remove it, the next append
              * creates one of the same name with a fresh nonce base. */
@@ -420,15 +406,20 @@ static int wl_append(void *lp, uint8_t *recs, size_t n, uint64_t first_lsn)
     const struct store_io *io = l->cfg.io;
     int r;
     if (l->fd < 0 || l->off >= l->cfg.segment_bytes) {
+        pthread_mutex_lock(&l->fdmu);
         if (l->fd >= 0) {
             /* Relaxed mode may not have synced it yet. */
             r = io->fdatasync(io->ctx, l->fd);
             io->close(io->ctx, l->fd);
             l->fd = -1;
-            if (r < 0)
+            if (r < 0) {
+                pthread_mutex_unlock(&l->fdmu);
                 return r;
+            }
         }
-        if ((r = new_segment(l, first_lsn)) < 0)
+        r = new_segment(l, first_lsn);
+        pthread_mutex_unlock(&l->fdmu);
+        if (r < 0)
             return r;
     }
     const uint8_t *out = recs;
@@ -488,9 +479,10 @@ static int wl_append(void *lp, uint8_t *recs, size_t n, uint64_t first_lsn)
 static int wl_sync(void *lp)
 {
     struct wal_log *l = lp;
-    if (l->fd < 0)
-        return 0;
-    return l->cfg.io->fdatasync(l->cfg.io->ctx, l->fd);
+    pthread_mutex_lock(&l->fdmu);
+    int r = l->fd < 0 ? 0 : l->cfg.io->fdatasync(l->cfg.io->ctx, l->fd);
+    pthread_mutex_unlock(&l->fdmu);
+    return r;
 }
 
 static int wl_release(void *lp, uint64_t upto)
@@ -537,6 +529,7 @@ static void wl_close(void *lp)
     if (l->fd >= 0)
         l->cfg.io->close(l->cfg.io->ctx, l->fd);
     pthread_mutex_destroy(&l->mu);
+    pthread_mutex_destroy(&l->fdmu);
     free(l->segs);
     free(l->obuf);
     free(l);

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench/persist/run.sh — durable map throughput, relaxed mode, recovery and
+# snapshot size, side by side with Redis 7 on the same disk (bench/README.md
+# "## Persistence").
+#   bench/persist/run.sh [--smoke] [--rows N] [--tail N] [--seconds S]
+#   --smoke: a seconds-long run (100k rows, ICS_BENCH_ROWS overrides)
+# Env: ICS_BUILD_DIR (default build/release). Data goes to a fresh
+# directory under ${TMPDIR:-/tmp} (the disk being measured) and is removed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SMOKE=0 ROWS="" TAIL="" SECS=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --smoke) SMOKE=1 ;;
+    --rows) ROWS=$2; shift ;;
+    --tail) TAIL=$2; shift ;;
+    --seconds) SECS=$2; shift ;;
+    *) echo "usage: $0 [--smoke] [--rows N] [--tail N] [--seconds S]" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ $SMOKE = 1 ]; then
+  ROWS=${ROWS:-${ICS_BENCH_ROWS:-100000}}; SECS=${SECS:-1}
+else
+  ROWS=${ROWS:-10000000}; SECS=${SECS:-5}
+fi
+TAIL=${TAIL:-$(( ROWS / 10 ))}
+BUILD=${ICS_BUILD_DIR:-build/release}
+BP=$BUILD/bench/persist/bench_persist
+if [ ! -x "$BP" ]; then
+  echo "run.sh: building bench_persist in $BUILD"
+  [ -f "$BUILD/build.ninja" ] || scripts/build.sh "$(basename "$BUILD")" >/dev/null
+  cmake --build "$BUILD" -j2 --target bench_persist >/dev/null
+fi
+for t in redis-server redis-cli redis-benchmark; do
+  command -v $t >/dev/null || { echo "run.sh: $t missing (apt-get install redis-server redis-tools)"; exit 77; }
+done
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ics-persistbench-XXXXXX")
+RPID=""
+cleanup() { [ -n "$RPID" ] && kill "$RPID" 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+# Redis on loopback, a random port in 20000-60000 (retried), its own dir.
+redis_start() { # name, extra redis-server args...
+  local name=$1; shift
+  mkdir -p "$TMP/$name"
+  for _ in $(seq 20); do
+    RPORT=$(( 20000 + RANDOM % 40000 ))
+    redis-server --port $RPORT --bind 127.0.0.1 --dir "$TMP/$name" --save "" \
+      --logfile "$TMP/$name/log" --daemonize no "$@" &
+    RPID=$!
+    for _ in $(seq 100); do
+      redis-cli -p $RPORT ping >/dev/null 2>&1 && return 0
+      kill -0 $RPID 2>/dev/null || break
+      sleep 0.05
+    done
+    kill $RPID 2>/dev/null || true; wait $RPID 2>/dev/null || true; RPID=""
+  done
+  echo "run.sh: redis-server would not start"; exit 1
+}
+redis_stop() { redis-cli -p $RPORT shutdown nosave >/dev/null 2>&1 || true; wait $RPID 2>/dev/null || true; RPID=""; }
+kv() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+redis_set_rate() { # clients, requests
+  redis-benchmark -p $RPORT -t set -c "$1" -n "$2" -r 100000000 -d 36 --csv 2>/dev/null |
+    awk -F'"' '/"SET"/ { print $4 }'
+}
+ROWS_OUT=()
+row() { ROWS_OUT+=("$(printf '| %-46s | %12s | %12s | %7s |' "$1" "$2" "$3" "$4")"); }
+
+echo "persist bench: rows=$ROWS tail=$TAIL seconds=$SECS dir=$TMP"
+# 1. The disk itself.
+D=$("$BP" dsync --dir "$TMP" --seconds "$SECS"); echo "$D"
+DSYNC=$(echo "$D" | kv writes_per_s)
+
+# 2. Durable maps vs Redis appendfsync always, 1/16/64 writers.
+redis_start always --appendonly yes --appendfsync always
+for N in 1 16 64; do
+  mkdir -p "$TMP/m$N"
+  M=$("$BP" map --dir "$TMP/m$N" --writers $N --seconds "$SECS"); echo "$M"
+  OURS=$(echo "$M" | kv changes_per_s); PERSYNC=$(echo "$M" | kv changes_per_sync)
+  REQ=$(awk -v r="$OURS" -v s="$SECS" -v n=$N 'BEGIN { x = int(r * s / 2); if (x < 20 * n) x = 20 * n; print x }')
+  RED=$(redis_set_rate $N "$REQ"); echo "redis appendfsync=always clients=$N requests=$REQ set_per_s=$RED"
+  row "durable map, $N writer(s) (changes/s; per fsync $PERSYNC)" "$OURS" "$RED" "$(ratio "$OURS" "$RED")x"
+  [ $N = 1 ] && row "1 writer vs raw O_DSYNC 4 KiB writes/s" "$OURS" "$DSYNC (disk)" "$(ratio "$OURS" "$DSYNC")x"
+  rm -rf "$TMP/m$N"
+done
+redis_stop
+
+# 3. Relaxed (acknowledged before the sync, synced within 10 ms) vs everysec.
+redis_start everysec --appendonly yes --appendfsync everysec
+mkdir -p "$TMP/rx"
+M=$("$BP" map --dir "$TMP/rx" --writers 16 --seconds "$SECS" --relaxed); echo "$M"
+OURS=$(echo "$M" | kv changes_per_s)
+REQ=$(awk -v r="$OURS" -v s="$SECS" 'BEGIN { x = int(r * s / 2); if (x < 1000) x = 1000; print x }')
+RED=$(redis_set_rate 16 "$REQ"); echo "redis appendfsync=everysec clients=16 set_per_s=$RED"
+row "relaxed map vs appendfsync everysec, 16 writers" "$OURS" "$RED" "$(ratio "$OURS" "$RED")x"
+rm -rf "$TMP/rx"
+redis_stop
+
+# 4. Recovery and snapshot size: the same rows in both (36-byte device IDs
+#    and UTIs, 28-byte URIs, 2 rows per device); Redis as a user would store
+#    them: a HASH per device, a STRING per binding.
+redis_start rdb --appendonly no --dbfilename dump.rdb
+"$BP" build --dir "$TMP/rec" --rows "$ROWS" --tail "$TAIL" --redis 2>"$TMP/build.txt" |
+  redis-cli -p $RPORT --pipe >"$TMP/pipe.txt"
+cat "$TMP/build.txt"; tail -1 "$TMP/pipe.txt"
+SNAPB=$(kv snapshot_bytes_per_row <"$TMP/build.txt")
+redis-cli -p $RPORT save >/dev/null
+RDB=$(stat -c %s "$TMP/rdb/dump.rdb")
+redis_stop
+RDBROW=$(awk -v b="$RDB" -v r=$(( ROWS + TAIL )) 'BEGIN { printf "%.1f", b / r }')
+echo "redis rdb_bytes=$RDB rdb_bytes_per_row=$RDBROW"
+redis_start rdb --appendonly no --dbfilename dump.rdb
+for _ in $(seq 6000); do grep -q "DB loaded from disk" "$TMP/rdb/log" && break; sleep 0.1; done
+RLOAD=$(sed -n 's/.*DB loaded from disk: \([0-9.]*\) seconds.*/\1/p' "$TMP/rdb/log" | tail -1)
+redis_stop
+RRATE=$(awk -v r=$(( ROWS + TAIL )) -v s="$RLOAD" 'BEGIN { if (s > 0) printf "%.0f", r / s; else print 0 }')
+echo "redis load_seconds=$RLOAD rows_per_s=$RRATE"
+R1=$("$BP" recover --dir "$TMP/rec"); echo "$R1"
+R2=$("$BP" recover --dir "$TMP/rec" --initial $(( (ROWS + TAIL) / 2 ))); echo "$R2 (engine presized)"
+row "recovery rows/s (snapshot + $TAIL-record log)" "$(echo "$R1" | kv rows_per_s)" "$RRATE" "$(ratio "$(echo "$R1" | kv rows_per_s)" "$RRATE")x"
+row "recovery rows/s, engine presized" "$(echo "$R2" | kv rows_per_s)" "$RRATE" "$(ratio "$(echo "$R2" | kv rows_per_s)" "$RRATE")x"
+row "snapshot bytes/row vs RDB bytes/row" "$SNAPB" "$RDBROW" "$(ratio "$SNAPB" "$RDBROW")x"
+
+echo
+printf '| %-46s | %12s | %12s | %7s |\n' figure icsd redis ratio
+printf '|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "--------------" "--------------" "---------"
+for r in "${ROWS_OUT[@]}"; do echo "$r"; done
