@@ -49,6 +49,37 @@
 #define TLS_OUT_CHUNK_BYTES (32u * 1024u)
 #define TLS_DEFAULT_ROTATE_S 3600u
 
+/* The allocation seam (tls_cfg.realloc_fn), NULL fn = libc. */
+struct tls_alloc {
+    void *(*fn)(void *arg, void *p, size_t n);
+    void *arg;
+};
+
+static void *mem_realloc(const struct tls_alloc *a, void *p, size_t n)
+{
+    if (a->fn)
+        return a->fn(a->arg, p, n);
+    if (n == 0) {
+        free(p);
+        return NULL;
+    }
+    return realloc(p, n);
+}
+
+static void mem_free(const struct tls_alloc *a, void *p)
+{
+    if (p)
+        mem_realloc(a, p, 0);
+}
+
+static void *mem_zalloc(const struct tls_alloc *a, size_t n)
+{
+    void *p = mem_realloc(a, NULL, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
 struct tls_ticket_key {
     uint8_t name[16];
     uint8_t aes[16];                   /* AES-128-CBC, as the callback API wants */
@@ -83,6 +114,7 @@ struct tls_ctx {
     char *cert_file, *key_file, *ca_file, *crl_file;
     int allow_tls12, no_tickets;
     unsigned rotate_s;
+    struct tls_alloc mem;
 };
 
 struct tls_out_chunk {
@@ -100,6 +132,7 @@ struct tls_conn {
     struct tls_out_chunk *out_head, *out_tail;
     size_t out_total;
     int ready, failed;
+    int oom;                           /* an output chunk could not be had */
     int verify_err;                    /* first X509_V_ERR_* seen, 0 none */
     const char *err;
     int has_principal;
@@ -130,9 +163,15 @@ static const char *ssl_reason(void)
     return r ? r : "unknown error";
 }
 
-static char *dup_or_null(const char *s)
+static char *dup_or_null(const struct tls_alloc *a, const char *s)
 {
-    return s ? strdup(s) : NULL;
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = mem_realloc(a, NULL, n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
 }
 
 /* ---- the memory BIO ------------------------------------------------------ */
@@ -166,7 +205,7 @@ static int out_append(struct tls_conn *c, const uint8_t *p, size_t n)
             size_t cap = TLS_OUT_CHUNK_BYTES - sizeof *t;
             if (n > cap)
                 cap = n;
-            t = malloc(sizeof *t + cap);
+            t = mem_realloc(&c->ctx->mem, NULL, sizeof *t + cap);
             if (!t)
                 return -ENOMEM;
             t->next = NULL;
@@ -194,8 +233,10 @@ static int bio_write(BIO *b, const char *in, int len)
     BIO_clear_retry_flags(b);
     if (len <= 0)
         return 0;
-    if (out_append(c, (const uint8_t *)in, (size_t)len) != 0)
+    if (out_append(c, (const uint8_t *)in, (size_t)len) != 0) {
+        c->oom = 1;
         return -1;
+    }
     return len;
 }
 
@@ -358,7 +399,10 @@ static int conn_fail(struct tls_conn *c)
     uint32_t e = ERR_peek_last_error();
     int lib = ERR_GET_LIB(e), reason = ERR_GET_REASON(e);
 
-    if (c->verify_err) {
+    if (c->oom || reason == ERR_R_MALLOC_FAILURE) {   /* common reasons are < 100 */
+        why = "out of memory";
+        rc = -ENOMEM;
+    } else if (c->verify_err) {
         why = verify_reason(c->verify_err);
         rc = -EACCES;
     } else if (lib == ERR_LIB_SSL) {
@@ -398,9 +442,6 @@ static int conn_fail(struct tls_conn *c)
             why = ERR_reason_error_string(e);
             break;
         }
-    } else if (reason == ERR_R_MALLOC_FAILURE) {
-        why = "out of memory";
-        rc = -ENOMEM;
     } else if (e) {
         why = ERR_reason_error_string(e);
     }
@@ -577,18 +618,18 @@ fail:
     return rc;
 }
 
-static void gen_unref(struct tls_gen *g)
+static void gen_unref(struct tls_ctx *ctx, struct tls_gen *g)
 {
     if (g && atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
         SSL_CTX_free(g->ssl_ctx);
-        free(g);
+        mem_free(&ctx->mem, g);
     }
 }
 
 /* Wraps a fresh SSL_CTX (taking it over) in a generation with one reference. */
-static struct tls_gen *gen_new(SSL_CTX *s)
+static struct tls_gen *gen_new(struct tls_ctx *ctx, SSL_CTX *s)
 {
-    struct tls_gen *g = malloc(sizeof *g);
+    struct tls_gen *g = mem_realloc(&ctx->mem, NULL, sizeof *g);
     if (!g) {
         SSL_CTX_free(s);
         return NULL;
@@ -602,14 +643,15 @@ static void ctx_unref(struct tls_ctx *ctx)
 {
     if (atomic_fetch_sub_explicit(&ctx->refs, 1, memory_order_acq_rel) != 1)
         return;
-    gen_unref(ctx->gen);
+    gen_unref(ctx, ctx->gen);
     OPENSSL_cleanse(ctx->keys, sizeof ctx->keys);
     pthread_mutex_destroy(&ctx->mu);
-    free(ctx->cert_file);
-    free(ctx->key_file);
-    free(ctx->ca_file);
-    free(ctx->crl_file);
-    free(ctx);
+    struct tls_alloc mem = ctx->mem;
+    mem_free(&mem, ctx->cert_file);
+    mem_free(&mem, ctx->key_file);
+    mem_free(&mem, ctx->ca_file);
+    mem_free(&mem, ctx->crl_file);
+    mem_free(&mem, ctx);
 }
 
 int tls_ctx_create(struct tls_ctx **out, const struct tls_cfg *cfg, char *err, size_t errlen)
@@ -624,18 +666,22 @@ int tls_ctx_create(struct tls_ctx **out, const struct tls_cfg *cfg, char *err, s
         set_err(err, errlen, "%s", "TLS needs a certificate, a key and a CA file");
         return -EINVAL;
     }
-    struct tls_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx)
+    struct tls_alloc mem = { cfg->realloc_fn, cfg->alloc_arg };
+    struct tls_ctx *ctx = mem_zalloc(&mem, sizeof *ctx);
+    if (!ctx) {
+        set_err(err, errlen, "%s", "out of memory");
         return -ENOMEM;
+    }
+    ctx->mem = mem;
     pthread_mutex_init(&ctx->mu, NULL);
     atomic_init(&ctx->refs, 1);
     ctx->allow_tls12 = cfg->allow_tls12 != 0;
     ctx->no_tickets = cfg->no_tickets != 0;
     ctx->rotate_s = cfg->ticket_rotate_s ? cfg->ticket_rotate_s : TLS_DEFAULT_ROTATE_S;
-    ctx->cert_file = dup_or_null(cfg->cert_file);
-    ctx->key_file = dup_or_null(cfg->key_file);
-    ctx->ca_file = dup_or_null(cfg->ca_file);
-    ctx->crl_file = dup_or_null(cfg->crl_file);
+    ctx->cert_file = dup_or_null(&mem, cfg->cert_file);
+    ctx->key_file = dup_or_null(&mem, cfg->key_file);
+    ctx->ca_file = dup_or_null(&mem, cfg->ca_file);
+    ctx->crl_file = dup_or_null(&mem, cfg->crl_file);
     int rc = -ENOMEM;
     if (!ctx->cert_file || !ctx->key_file || !ctx->ca_file || (cfg->crl_file && !ctx->crl_file))
         goto fail;
@@ -643,7 +689,7 @@ int tls_ctx_create(struct tls_ctx **out, const struct tls_cfg *cfg, char *err, s
     rc = build_ssl_ctx(ctx, &s, err, errlen);
     if (rc)
         goto fail;
-    ctx->gen = gen_new(s);
+    ctx->gen = gen_new(ctx, s);
     rc = -ENOMEM;
     if (!ctx->gen)
         goto fail;
@@ -666,7 +712,7 @@ int tls_ctx_reload(struct tls_ctx *ctx, char *err, size_t errlen)
     int rc = build_ssl_ctx(ctx, &fresh, err, errlen);
     if (rc)
         return rc;
-    struct tls_gen *g = gen_new(fresh);
+    struct tls_gen *g = gen_new(ctx, fresh);
     if (!g) {
         set_err(err, errlen, "%s", "out of memory");
         return -ENOMEM;
@@ -679,7 +725,7 @@ int tls_ctx_reload(struct tls_ctx *ctx, char *err, size_t errlen)
     ctx->nkeys = 0;
     rotate_locked(ctx);
     pthread_mutex_unlock(&ctx->mu);
-    gen_unref(old);                    /* live connections hold their own */
+    gen_unref(ctx, old);               /* live connections hold their own */
     return 0;
 }
 
@@ -693,14 +739,14 @@ void tls_ctx_destroy(struct tls_ctx *ctx)
 
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx)
 {
-    struct tls_conn *c = calloc(1, sizeof *c);
+    struct tls_conn *c = mem_zalloc(&ctx->mem, sizeof *c);
     if (!c)
         return NULL;
     c->err = "";
     c->ctx = ctx;
     BIO *bio = BIO_new(g_bio_method);
     if (!bio) {
-        free(c);
+        mem_free(&ctx->mem, c);
         return NULL;
     }
     BIO_set_data(bio, c);
@@ -712,9 +758,9 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx)
     pthread_mutex_unlock(&ctx->mu);
     c->ssl = SSL_new(c->gen->ssl_ctx);
     if (!c->ssl) {
-        gen_unref(c->gen);
+        gen_unref(ctx, c->gen);
         BIO_free(bio);
-        free(c);
+        mem_free(&ctx->mem, c);
         ERR_clear_error();
         return NULL;
     }
@@ -729,17 +775,18 @@ void tls_conn_free(struct tls_conn *c)
 {
     if (!c)
         return;
+    struct tls_ctx *ctx = c->ctx;
     SSL_free(c->ssl);
-    gen_unref(c->gen);
+    gen_unref(ctx, c->gen);
     struct tls_out_chunk *k = c->out_head;
     while (k) {
         struct tls_out_chunk *next = k->next;
-        free(k);
+        mem_free(&ctx->mem, k);
         k = next;
     }
-    free(c->in);
-    ctx_unref(c->ctx);
-    free(c);
+    mem_free(&ctx->mem, c->in);
+    mem_free(&ctx->mem, c);
+    ctx_unref(ctx);                    /* last: ctx->mem freed c */
 }
 
 static int handshake(struct tls_conn *c)
@@ -776,7 +823,7 @@ int tls_conn_feed(struct tls_conn *c, const void *in, size_t n)
             size_t cap = c->in_cap ? c->in_cap : 16384;
             while (cap - c->in_len < n)
                 cap *= 2;
-            uint8_t *p = realloc(c->in, cap);
+            uint8_t *p = mem_realloc(&c->ctx->mem, c->in, cap);
             if (!p) {
                 c->err = "out of memory";
                 return c->failed = -ENOMEM;
@@ -806,7 +853,7 @@ ssize_t tls_conn_read(struct tls_conn *c, void *out, size_t cap)
     switch (SSL_get_error(c->ssl, r)) {
     case SSL_ERROR_WANT_READ:
         if (c->in_len == 0 && c->in) { /* drained: idle connections hold nothing */
-            free(c->in);
+            mem_free(&c->ctx->mem, c->in);
             c->in = NULL;
             c->in_cap = 0;
         }
@@ -890,7 +937,7 @@ void tls_conn_out_consume(struct tls_conn *c, size_t n)
         c->out_head = k->next;
         if (!c->out_head)
             c->out_tail = NULL;
-        free(k);
+        mem_free(&c->ctx->mem, k);
     }
 }
 

@@ -87,6 +87,11 @@ struct tls_cfg {
                                 A ticket decrypts for up to 2 periods, then
                                 the client falls back to a full handshake */
     int no_tickets;          /* 1: no session resumption at all */
+    /* Allocation seam (tests fail the Nth allocation, as SQLite's do):
+     * realloc semantics, n == 0 frees. NULL: libc. Covers this module's own
+     * memory (contexts, connections, buffers), not BoringSSL's. */
+    void *(*realloc_fn)(void *arg, void *p, size_t n);
+    void *alloc_arg;
 };
 
 /* Makes a context from cfg (files are read now; cfg need not outlive the

@@ -791,6 +791,95 @@ static void test_input_buffering(void)
     tls_ctx_destroy(ctx);
 }
 
+/* Fail the Nth allocation of the module (tls_cfg.realloc_fn), for every N
+ * until a whole session runs without one failing: each failure must come
+ * back as -ENOMEM (or NULL from tls_conn_new), never a crash or a leak
+ * (ASan checks), and the session must complete when nothing fails. */
+struct failer {
+    long nth, calls;
+    int failed;
+};
+
+static void *failing_realloc(void *arg, void *p, size_t n)
+{
+    struct failer *f = arg;
+    if (n == 0) {
+        free(p);
+        return NULL;
+    }
+    if (++f->calls == f->nth) {
+        f->failed = 1;
+        return NULL;
+    }
+    return realloc(p, n);
+}
+
+/* One session under the failer: 0 if it all worked, else the errno seen. */
+static int session_under(struct failer *f)
+{
+    struct tls_cfg cfg = {
+        .cert_file = path("live-server.pem"), .key_file = path("live-server.key"),
+        .ca_file = path("ca.pem"), .crl_file = path("crl.pem"),
+        .realloc_fn = failing_realloc, .alloc_arg = f,
+    };
+    struct tls_ctx *x = NULL;
+    int rc = tls_ctx_create(&x, &cfg, NULL, 0);
+    if (rc)
+        return rc;
+    CHECK_EQ(tls_ctx_reload(x, NULL, 0), f->failed ? -ENOMEM : 0);
+    struct client cl;
+    client_init(&cl, "alice", TLS1_3_VERSION, NULL);
+    struct tls_conn *c = tls_conn_new(x);
+    if (!c) {
+        client_free(&cl);
+        tls_ctx_destroy(x);
+        return -ENOMEM;
+    }
+    rc = handshake(&cl, c);
+    static uint8_t data[100000];
+    if (rc == 0)
+        rc = tls_conn_write(c, data, sizeof data);
+    if (rc == 0) {
+        CHECK_EQ(tls_conn_out_pending(c), sizeof data + 7 * 22);
+        CHECK_EQ(SSL_write(cl.ssl, data, 50000), 50000);
+        rc = to_server(&cl, c);
+        uint8_t buf[16384];
+        ssize_t r = 0;
+        size_t got = 0;
+        while (rc == 0 && (r = tls_conn_read(c, buf, sizeof buf)) > 0)
+            got += (size_t)r;
+        if (rc == 0 && r < 0)
+            rc = (int)r;
+        if (rc == 0)
+            CHECK_EQ(got, 50000);
+    }
+    if (rc == -1000)                   /* the client saw our alert first */
+        rc = tls_conn_feed(c, "", 0);
+    tls_conn_free(c);
+    client_free(&cl);
+    tls_ctx_destroy(x);
+    ERR_clear_error();
+    return rc;
+}
+
+static void test_alloc_failures(void)
+{
+    long nth;
+    for (nth = 1; nth < 1000; nth++) {
+        struct failer f = { .nth = nth };
+        int rc = session_under(&f);
+        if (!f.failed) {
+            CHECK_EQ(rc, 0);           /* nothing failed: the session worked */
+            break;
+        }
+        if (rc != 0 && rc != -ENOMEM)
+            fprintf(stderr, "allocation %ld failed: rc %d\n", nth, rc);
+        CHECK(rc == 0 || rc == -ENOMEM);
+    }
+    CHECK(nth > 5 && nth < 1000);      /* several allocations were failed */
+    printf("test_tls: allocation failures: %ld tried\n", nth - 1);
+}
+
 /* The chunk handed to a send stays put while more is written behind it. */
 static void test_out_stability(void)
 {
@@ -907,6 +996,7 @@ int main(int argc, char **argv)
     test_create_errors();
     test_bad_input();
     test_input_buffering();
+    test_alloc_failures();
     test_out_stability();
 
     SSL_SESSION_free(g_last_session);
