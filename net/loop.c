@@ -35,6 +35,7 @@
 #include "pending.h"
 
 #define RING_ENTRIES 1024
+#define CQ_ENTRIES 16384
 #define BUF_COUNT 256        /* provided buffers per worker (power of 2) */
 #define BUF_SIZE 16384
 #define BGID 1
@@ -292,13 +293,11 @@ static void conn_close(struct conn *c)
     conn_mark_dirty(c);
 }
 
+static struct io_uring_sqe *get_sqe(struct worker *w);
+
 static void arm_recv(struct conn *c)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&c->w->ring);
-    if (!sqe) {
-        io_uring_submit(&c->w->ring);
-        sqe = io_uring_get_sqe(&c->w->ring);
-    }
+    struct io_uring_sqe *sqe = get_sqe(c->w);
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = BGID;
@@ -306,12 +305,18 @@ static void arm_recv(struct conn *c)
     c->recv_armed = 1;
 }
 
+/* The SQ is flushed to the kernel when full; that cannot fail for long
+ * (the CQ is large and the kernel keeps overflowing completions), and a
+ * NULL SQE here would be a bug, not a load condition. */
 static struct io_uring_sqe *get_sqe(struct worker *w)
 {
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-    if (!sqe) {
+    struct io_uring_sqe *sqe;
+    for (int tries = 0; !(sqe = io_uring_get_sqe(&w->ring)); tries++) {
         io_uring_submit(&w->ring);
-        sqe = io_uring_get_sqe(&w->ring);
+        if (tries > 1000) {
+            loop_log(w->l, LOOP_LOG_ERROR, "worker %u: submission queue stuck", w->id);
+            abort();
+        }
     }
     return sqe;
 }
@@ -1111,12 +1116,17 @@ static int worker_init(struct loop *l, struct worker *w)
      * enables it, and DEFER_TASKRUN runs completions' task work only when
      * the worker waits (fewer interruptions per request). Older kernels:
      * fall back to a plain ring. */
-    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
+    /* A large CQ: every connection's multishot recv may complete in one
+     * turn (thousands of connections), and the sends and wakes with them. */
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED |
+              IORING_SETUP_CQSIZE;
+    p.cq_entries = CQ_ENTRIES;
     int rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
     w->disabled = rc == 0;
     if (rc < 0) {
         memset(&p, 0, sizeof p);
-        p.flags = IORING_SETUP_COOP_TASKRUN;
+        p.flags = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_CQSIZE;
+        p.cq_entries = CQ_ENTRIES;
         rc = io_uring_queue_init_params(RING_ENTRIES, &w->ring, &p);
     }
     if (rc < 0) {
