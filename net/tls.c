@@ -768,6 +768,10 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx)
     SSL_set_app_data(c->ssl, c);
     SSL_set_bio(c->ssl, bio, bio);     /* one reference, used both ways */
     SSL_set_accept_state(c->ssl);
+    /* Once the handshake is done, BoringSSL drops its copy of the handshake
+     * configuration (certificate, key, verify settings): memory that a
+     * mostly idle IoT connection would otherwise keep for its lifetime. */
+    SSL_set_shed_handshake_config(c->ssl, 1);
     return c;
 }
 
