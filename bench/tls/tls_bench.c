@@ -6,7 +6,7 @@
  * Only the CPU time spent inside tls_conn_* calls is counted as server time,
  * so "per core" means per core of the server, the client's cost excluded;
  * "both sides" counts client and server CPU time together.
- * Usage: tls_bench CERTDIR [seconds per measurement, default 2] [hs|rec]
+ * Usage: tls_bench CERTDIR [seconds per measurement, default 2] [hs|rec|mem]
  * CERTDIR is made by scripts/mkcerts.sh CERTDIR alice.
  * Prints "name value unit" lines.
  */
@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -243,6 +244,40 @@ static void bench_records(struct tls_ctx *sctx, SSL_CTX *cctx, size_t size)
     pair_close(&p);
 }
 
+static long rss_kib(void)
+{
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld %ld", &pages, &rss) != 2)
+        rss = 0;
+    if (f)
+        fclose(f);
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+/* Memory of established, idle connections: N handshakes kept open, the
+ * process RSS growth divided by N (the client side is freed first). */
+static void bench_idle_memory(struct tls_ctx *sctx, SSL_CTX *cctx, int n)
+{
+    struct tls_conn **conns = calloc((size_t)n, sizeof *conns);
+    if (!conns)
+        die("calloc");
+    long before = rss_kib();
+    for (int i = 0; i < n; i++) {
+        struct pair p;
+        pair_open(&p, cctx, sctx, NULL);
+        pair_handshake(&p);
+        SSL_free(p.ssl);               /* keep only the server side */
+        conns[i] = p.c;
+    }
+    long after = rss_kib();
+    printf("tls.idle_conn_memory %.1f KiB per established connection (%d conns)\n",
+           (double)(after - before) / n, n);
+    for (int i = 0; i < n; i++)
+        tls_conn_free(conns[i]);
+    free(conns);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -262,11 +297,13 @@ int main(int argc, char **argv)
         die(err);
     SSL_CTX *cctx = client_ctx();
     const char *only = argc > 3 ? argv[3] : "";  /* "hs" or "rec", for profiling */
-    if (strcmp(only, "rec") != 0) {
+    if (strcmp(only, "rec") != 0 && strcmp(only, "mem") != 0) {
         bench_handshakes(sctx, cctx, 0);
         bench_handshakes(sctx, cctx, 1);
     }
-    if (strcmp(only, "hs") != 0) {
+    if (strcmp(only, "mem") == 0 || !only[0])
+        bench_idle_memory(sctx, cctx, secs < 1 ? 200 : 2000);
+    if (strcmp(only, "hs") != 0 && strcmp(only, "mem") != 0) {
         bench_records(sctx, cctx, 64);
         bench_records(sctx, cctx, 1024);
         bench_records(sctx, cctx, 16384);
