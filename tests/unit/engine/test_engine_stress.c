@@ -48,7 +48,7 @@ static engine_t *E;
 static _Atomic uint64_t done;
 static _Atomic int stop;
 static struct vlog logs[NDEV];
-static uint64_t reads_total, batch_total, hist_total;
+static uint64_t reads_total, batch_total, hist_total, iters_total;
 
 static void dev_name(char *b, int d) { snprintf(b, 16, "dev-%03d", d); }
 static void uti_name(char *b, int d, int k) { snprintf(b, 24, "uti-%03d-%02d", d, k); }
@@ -136,14 +136,37 @@ static int on_batch_row(void *arg, const struct engine_row *r)
     return 0;
 }
 
+/* A full engine_iterate pass made while the writer runs: how often each
+ * tracked row was visited, between change counts c1 and c2. */
+#define ITER_MAX 16
+struct iter_obs {
+    uint64_t c1, c2;
+    uint8_t seen[NDEV][NROW];
+};
+
 struct reader {
     pthread_t th;
     int id;
     struct obs *o;
     size_t n;
-    uint64_t reads, batches, hists;
+    struct iter_obs *it;
+    size_t nit;
+    uint64_t reads, batches, hists, iters;
     int bad;
 };
+
+static int on_iter_row(void *arg, const struct engine_row *r)
+{
+    struct iter_obs *x = arg;
+    int d, k;
+    if (r->device_len == 7 && memcmp(r->device, "dev-", 4) == 0) {
+        if (parse_row(r, &d, &k) != 0 || d < 0 || d >= NDEV)
+            return 1;
+        if (x->seen[d][k] < 255)
+            x->seen[d][k]++;
+    }
+    return 0;
+}
 
 static inline uint64_t snap(void)
 {
@@ -218,6 +241,23 @@ static void *reader_main(void *arg)
             if (b.bad)
                 R->bad = 1;
             R->batches++;
+        } else if (R->id == 0 && R->nit < ITER_MAX && (R->reads & 255) == 255) {
+            /* a whole iteration, a few rows per call, across resizes */
+            struct iter_obs *x = &R->it[R->nit];
+            memset(x, 0, sizeof *x);
+            uint64_t cur = 0;
+            x->c1 = snap();
+            do {
+                int n = engine_iterate(E, &cur, 1 + (size_t)(rnd(&s) % 64),
+                                       on_iter_row, x);
+                if (n < 0) {
+                    R->bad = 1;
+                    break;
+                }
+            } while (cur != 0);
+            x->c2 = snap();
+            R->nit++;
+            R->iters++;
         } else { /* history from a reader thread */
             dev_name(dn[0], d);
             struct engine_hist h = {.micros = R->reads, .event = ENGINE_H_INQUIRY,
@@ -248,6 +288,30 @@ static void log_ver(int d, uint64_t c, uint32_t mask)
         CHECK(l->v);
     }
     l->v[l->n++] = (struct ver){c, mask};
+}
+
+/* Row (d, k) present in every version in effect during [c1, c2 + 1]? And
+ * present in at least one? */
+static void row_span(int d, int k, uint64_t c1, uint64_t c2, int *always,
+                     int *ever)
+{
+    const struct vlog *l = &logs[d];
+    size_t lo = 0, hi = l->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (l->v[mid].c <= c1)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    uint32_t m = lo ? l->v[lo - 1].mask : 0;
+    *always = (m >> k) & 1;
+    *ever = *always;
+    for (size_t i = lo; i < l->n && l->v[i].c <= c2 + 1; i++) {
+        int b = (l->v[i].mask >> k) & 1;
+        *always &= b;
+        *ever |= b;
+    }
 }
 
 static int check_obs(const struct obs *o)
@@ -290,7 +354,8 @@ int main(void)
     for (int i = 0; i < nr; i++) {
         rs[i].id = i;
         rs[i].o = malloc(OBS_MAX * sizeof *rs[i].o);
-        CHECK(rs[i].o);
+        rs[i].it = malloc(ITER_MAX * sizeof *rs[i].it);
+        CHECK(rs[i].o && rs[i].it);
         CHECK_EQ(pthread_create(&rs[i].th, NULL, reader_main, &rs[i]), 0);
     }
 
@@ -398,6 +463,28 @@ int main(void)
             }
         }
         free(rs[i].o);
+        /* Iterations: a row present throughout was visited exactly once;
+         * none was visited twice or without ever existing meanwhile. */
+        for (size_t j = 0; j < rs[i].nit; j++) {
+            const struct iter_obs *x = &rs[i].it[j];
+            for (int d = 0; d < NDEV; d++)
+                for (int k = 0; k < NROW; k++) {
+                    int always, ever;
+                    row_span(d, k, x->c1, x->c2, &always, &ever);
+                    int n = x->seen[d][k];
+                    if ((always && n != 1) || n > 1 || (n && !ever)) {
+                        if (failed++ < 5)
+                            fprintf(stderr, "iteration %zu in [%llu, %llu]: "
+                                    "dev %d row %d seen %d times (always %d, "
+                                    "ever %d)\n", j,
+                                    (unsigned long long)x->c1,
+                                    (unsigned long long)x->c2, d, k, n,
+                                    always, ever);
+                    }
+                }
+        }
+        iters_total += rs[i].iters;
+        free(rs[i].it);
     }
     CHECK_EQ(failed, 0);
     /* The final state equals the writer's model. */
@@ -413,12 +500,14 @@ int main(void)
     CHECK(reads_total > 0);
     printf("stress: %.1f s, %d readers, %llu changes (%llu maps, %llu demaps, "
            "%llu EEXIST checks), %llu resizes, %llu reads (%llu batches, "
-           "%llu history), %llu observations checked\n", secs, nr,
+           "%llu history, %llu iterations), %llu observations checked\n",
+           secs, nr,
            (unsigned long long)c, (unsigned long long)maps,
            (unsigned long long)demaps, (unsigned long long)eexist,
            (unsigned long long)(st1.resizes - st0.resizes),
            (unsigned long long)reads_total, (unsigned long long)batch_total,
-           (unsigned long long)hist_total, (unsigned long long)checked);
+           (unsigned long long)hist_total, (unsigned long long)iters_total,
+           (unsigned long long)checked);
     engine_thread_offline(E);
     engine_destroy(E);
     for (int d = 0; d < NDEV; d++)
