@@ -112,8 +112,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--truncate")) o.truncate = 1;
         else if (!strcmp(argv[i], "--yes")) o.yes = 1;
         else if (!strcmp(argv[i], "--key") && i + 1 < argc) o.key = argv[++i];
-        else if (argv[i][0] == '-') return usage();
-        else if (!o.dir) o.dir = argv[i];
+        else if (argv[i][0] != '-' && !o.dir) o.dir = argv[i];
         else return usage();
     }
     if (!o.dir)
@@ -142,22 +141,24 @@ int main(int argc, char **argv)
     int have_snap = 0, damaged = 0, usage_err = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
-        unsigned long long v;
-        char ext[8];
-        if (sscanf(de->d_name, "wal-%16llx.%3s", &v, ext) == 2 && !strcmp(ext, "log")) {
-            segs = realloc(segs, (nsegs + 1) * sizeof(*segs));
-            if (!segs)
+        uint64_t v;
+        if (wal_parse_name(de->d_name, "wal-", "log", &v) == 0) {
+            struct seg *ns = realloc(segs, (nsegs + 1) * sizeof(*segs));
+            if (!ns) {
+                free(segs);
+                closedir(d);
                 return 2;
+            }
+            segs = ns;
             segs[nsegs].first = v;
             snprintf(segs[nsegs].name, sizeof(segs[nsegs].name), "%.63s", de->d_name);
             nsegs++;
-        } else if (sscanf(de->d_name, "snap-%16llx.%4s", &v, ext) == 2 &&
-                   !strcmp(ext, "snap")) {
+        } else if (wal_parse_name(de->d_name, "snap-", "snap", &v) == 0) {
             snprintf(path, sizeof(path), "%s/%s", o.dir, de->d_name);
             uint8_t *buf = NULL;
             uint64_t n = 0;
             int r = read_all(path, &buf, &n);
-            struct snap_info info;
+            struct snap_info info = {0};
             if (r == 0)
                 r = snap_load_mem(NULL, buf, n, &seal, NULL, NULL, &info, err, sizeof(err));
             else

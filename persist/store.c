@@ -138,10 +138,19 @@ static void slog(store_t *s, enum store_log_level lvl, const char *fmt, ...)
  * process-wide copy is fine because only the crash writer sets it. */
 static int crash_k_global;
 static const char *crash_at_global;   /* ICS_CRASH_AT: only points naming it */
+static uint64_t crash_rng;            /* xorshift state; races only blur a test dice */
 static void crash_point(const char *where)
 {
     int k = __atomic_load_n(&crash_k_global, __ATOMIC_RELAXED);
-    if (k > 0 && (!crash_at_global || strstr(where, crash_at_global)) && rand() % k == 0) {
+    if (k <= 0 || (crash_at_global && !strstr(where, crash_at_global)))
+        return;
+    /* relaxed: a dice roll; threads may share a draw, which is harmless. */
+    uint64_t x = __atomic_load_n(&crash_rng, __ATOMIC_RELAXED);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    __atomic_store_n(&crash_rng, x, __ATOMIC_RELAXED);
+    if (x % (uint64_t)k == 0) {
         fprintf(stderr, "crash point: %s\n", where);
         abort();
     }
@@ -647,13 +656,11 @@ static void remove_old_snapshots(store_t *s, uint64_t keep)
     char path[4096];
     int removed = 0;
     while ((de = readdir(d))) {
-        unsigned long long start;
-        char ext[8];
-        if (sscanf(de->d_name, "snap-%16llx.%4s", &start, ext) != 2)
+        uint64_t start;
+        int is_snap = wal_parse_name(de->d_name, "snap-", "snap", &start) == 0;
+        if (!is_snap && wal_parse_name(de->d_name, "snap-", "tmp", &start) < 0)
             continue;
-        if (strcmp(ext, "snap") == 0 && start == keep)
-            continue;
-        if (strcmp(ext, "snap") && strcmp(ext, "tmp"))
+        if (is_snap && start == keep)
             continue;
         snprintf(path, sizeof(path), "%s/%s", s->dir, de->d_name);
         if (s->io->unlink(s->io->ctx, path) == 0)
@@ -916,10 +923,12 @@ int store_open(store_t **out, engine_t *e, const struct store_config *cfg, char 
     pthread_cond_init(&s->sync_cv, &ca);
     pthread_condattr_destroy(&ca);
     const char *ck = getenv("ICS_CRASH_POINTS");
-    if (ck && atoi(ck) > 0) {
+    long kv = ck ? strtol(ck, NULL, 10) : 0;
+    if (kv > 0 && kv < INT32_MAX) {
         crash_at_global = getenv("ICS_CRASH_AT");
-        __atomic_store_n(&crash_k_global, atoi(ck), __ATOMIC_RELAXED);
-        srand((unsigned)(getpid() ^ (unsigned)mono_us()));
+        __atomic_store_n(&crash_rng, ((uint64_t)getpid() << 32 ^ mono_us()) | 1,
+                         __ATOMIC_RELAXED);
+        __atomic_store_n(&crash_k_global, (int)kv, __ATOMIC_RELAXED);
     }
     int r;
     if (!s->dir) {
@@ -1020,17 +1029,14 @@ static int find_newest_snapshot(store_t *s, uint64_t *start)
     int found = 0;
     char path[4096];
     while ((de = readdir(d))) {
-        unsigned long long st;
-        char ext[8];
-        if (sscanf(de->d_name, "snap-%16llx.%4s", &st, ext) != 2)
-            continue;
-        if (strcmp(ext, "tmp") == 0) {
+        uint64_t st;
+        if (wal_parse_name(de->d_name, "snap-", "tmp", &st) == 0) {
             /* An unfinished snapshot of a crashed run. */
             snprintf(path, sizeof(path), "%s/%s", s->dir, de->d_name);
             s->io->unlink(s->io->ctx, path);
             continue;
         }
-        if (strcmp(ext, "snap") == 0 && (!found || st > *start)) {
+        if (wal_parse_name(de->d_name, "snap-", "snap", &st) == 0 && (!found || st > *start)) {
             *start = st;
             found = 1;
         }

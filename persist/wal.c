@@ -345,3 +345,21 @@ const char *wal_type_name(uint8_t type)
     };
     return type <= WAL_TYPE_MAX ? names[type] : "?";
 }
+
+int wal_parse_name(const char *name, const char *prefix, const char *ext, uint64_t *v)
+{
+    size_t pl = strlen(prefix), el = strlen(ext);
+    if (strlen(name) != pl + 16 + 1 + el || strncmp(name, prefix, pl) != 0 ||
+        name[pl + 16] != '.' || strcmp(name + pl + 17, ext) != 0)
+        return -EINVAL;
+    uint64_t x = 0;
+    for (size_t i = pl; i < pl + 16; i++) {
+        char c = name[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        if (d < 0)
+            return -EINVAL;
+        x = x << 4 | (uint64_t)d;
+    }
+    *v = x;
+    return 0;
+}

@@ -105,6 +105,9 @@ void wal_change_encode(uint8_t *out, const struct wal_change *c);
 int wal_change_decode(const uint8_t *p, size_t n, uint8_t type,
                       struct wal_change *c);
 const char *wal_type_name(uint8_t type);
+/* Parses a data directory file name "<prefix><16 hex digits>.<ext>"
+ * (e.g. "wal-", "log"): 0 and *v, or -EINVAL for any other name. */
+int wal_parse_name(const char *name, const char *prefix, const char *ext, uint64_t *v);
 
 /* Little-endian helpers shared with snap.c. */
 static inline void wal_put32(uint8_t *p, uint32_t v)

@@ -102,11 +102,8 @@ static int list_segments(struct wal_log *l)
     struct dirent *de;
     int r = 0;
     while ((de = readdir(d))) {
-        unsigned long long first;
-        char tail[8];
-        if (strlen(de->d_name) == 24 &&
-            sscanf(de->d_name, "wal-%16llx.%3s", &first, tail) == 2 &&
-            strcmp(tail, "log") == 0) {
+        uint64_t first;
+        if (wal_parse_name(de->d_name, "wal-", "log", &first) == 0) {
             if ((r = seg_push(l, first, 0)) < 0)
                 break;
         }

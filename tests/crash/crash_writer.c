@@ -109,7 +109,8 @@ int main(int argc, char **argv)
     gen = atoi(argv[2]);
     int threads = argc > 3 ? atoi(argv[3]) : 4;
     engine_t *e;
-    struct engine_config ec = {.initial_devices = 16}; /* see tests/unit/persist/ptest.h */
+    /* Presized, as a deployment would be: shrinks and regrowth happen here. */
+    struct engine_config ec = {.initial_devices = 4096};
     if (engine_create(&e, &ec) < 0)
         return 5;
     struct store_config cfg = {.dir = argv[1], .segment_bytes = 16 << 10,
