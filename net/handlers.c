@@ -806,6 +806,10 @@ static void h_stat(struct rq *x)
         stat_one(x, "idle_timeout", l->cfg.idle_timeout_s);
         stat_one(x, "max_conn_buffer", l->cfg.max_conn_buffer);
     } else if (GROUP("ops")) {
+        uint64_t batched = 0;
+        for (unsigned i = 0; i < l->nw; i++)
+            batched += atomic_load_explicit(&l->w[i].batched, memory_order_relaxed);
+        stat_one(x, "batched_inquiries", batched);
         for (unsigned op = 0; op < 256; op++) {
             uint64_t n = 0;
             uint64_t p50 = stats_percentile(l, (uint8_t)op, 0.50, &n);
@@ -1069,6 +1073,120 @@ static struct principal *effective_principal(struct conn *c)
     return w->anon;
 }
 
+/* --- batched inquiries ------------------------------------------------------------
+ * Pipelined INQUIRE_DEVICE / GET frames that arrive together are looked up
+ * with engine_inquire_device_batch, which overlaps the memory loads of the
+ * lookups (prefetch). Its callback sees the rows in key order and results[i]
+ * says how many rows key i had, which splits them back per request. */
+
+#define BATCH_MAX 64
+
+static int batchable(uint8_t op)
+{
+    return op == WIRE_OP_INQUIRE_DEVICE || op == WIRE_OP_GET || op == WIRE_OP_GETQ ||
+           op == WIRE_OP_GETK || op == WIRE_OP_GETKQ;
+}
+
+struct brow { uint32_t off, len; uint8_t via; };
+
+struct batch_ctx {
+    const struct principal *p;
+    uint64_t now_us;
+    struct buf rows;              /* encoded visible rows, back to back */
+    struct brow *ri;
+    size_t n, cap;
+    int err;
+};
+
+static int batch_row(void *arg, const struct engine_row *row)
+{
+    struct batch_ctx *b = arg;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 64;
+        struct brow *ri = realloc(b->ri, cap * sizeof *ri);
+        if (!ri) {
+            b->err = -ENOMEM;
+            return 0; /* keep counting rows so results[] still splits them */
+        }
+        b->ri = ri;
+        b->cap = cap;
+    }
+    struct brow *r = &b->ri[b->n++];
+    r->via = (uint8_t)row_via(b->p, row, b->now_us);
+    r->off = (uint32_t)b->rows.len;
+    r->len = 0;
+    if (r->via != VIA_NONE) {
+        if (buf_put_str16(&b->rows, row->uri, row->uri_len) < 0 ||
+            buf_put_str16(&b->rows, row->uti, row->uti_len) < 0 ||
+            buf_put_u32(&b->rows, row->expires_at) < 0)
+            b->err = -ENOMEM;
+        r->len = (uint32_t)(b->rows.len - r->off);
+    }
+    return 0;
+}
+
+static void run_batch(struct conn *c, const struct wire_frame *fr, const struct wire_req *rr,
+                      size_t n, struct principal *p, uint64_t t0)
+{
+    struct loop *l = c->w->l;
+    struct engine_key keys[BATCH_MAX];
+    int results[BATCH_MAX];
+    for (size_t i = 0; i < n; i++)
+        keys[i] = (struct engine_key){rr[i].key, rr[i].key_len};
+    struct engine_stats es;
+    engine_stats(l->d.engine, &es); /* the LSN the answers reflect at least */
+    struct batch_ctx b = {.p = p, .now_us = loop_now_us()};
+    engine_inquire_device_batch(l->d.engine, keys, n, batch_row, &b, results);
+    atomic_fetch_add_explicit(&c->w->batched, n, memory_order_relaxed); /* a counter */
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct rq x = {.c = c, .w = c->w, .l = l, .f = &fr[i], .r = rr[i], .p = p, .t0 = t0};
+        size_t cnt = results[i] > 0 ? (size_t)results[i] : 0;
+        if (b.err || at + cnt > b.n) {
+            respond_err(&x, -ENOMEM, NULL);
+            at += cnt;
+            stats_record(c->w, fr[i].opcode, t0);
+            continue;
+        }
+        uint8_t op = fr[i].opcode;
+        int is_get = op != WIRE_OP_INQUIRE_DEVICE;
+        int with_key = op == WIRE_OP_GETK || op == WIRE_OP_GETKQ;
+        uint32_t vis = 0, tpsp = 0;
+        for (size_t j = at; j < at + cnt; j++) {
+            vis += b.ri[j].via != VIA_NONE;
+            tpsp += b.ri[j].via == VIA_TPSP;
+        }
+        if (!vis) {
+            if (!wire_op_quiet(op))
+                respond_err(&x, -ENOENT, "not found");
+        } else {
+            struct buf *o = conn_sink(c);
+            size_t start = o->len;
+            long off = wire_begin(o, WIRE_MAGIC_RES, op, WIRE_S_OK, fr[i].opaque, es.last_lsn);
+            int bad = off < 0 || (is_get && buf_put_u32(o, 0) < 0) ||
+                      (with_key && buf_append(o, rr[i].key, rr[i].key_len) < 0);
+            size_t nat = o->len;
+            bad = bad || buf_put_u32(o, vis) < 0;
+            for (size_t j = at; !bad && j < at + cnt; j++)
+                if (b.ri[j].len && buf_append(o, b.rows.p + b.ri[j].off, b.ri[j].len) < 0)
+                    bad = 1;
+            if (bad) {
+                buf_truncate(o, start);
+                respond_err(&x, -ENOMEM, NULL);
+            } else {
+                wire_end(o, off, is_get ? 4 : 0, with_key ? rr[i].key_len : 0);
+                if (tpsp == vis)
+                    record_inquiries(&x, rr[i].key, rr[i].key_len, o->p + nat + 4,
+                                     o->len - nat - 4, vis);
+            }
+        }
+        at += cnt;
+        stats_record(c->w, op, t0);
+    }
+    buf_free(&b.rows);
+    free(b.ri);
+}
+
 static void dispatch(struct conn *c, const struct wire_frame *f)
 {
     struct rq x = {.c = c, .w = c->w, .l = c->w->l, .f = f, .t0 = loop_mono_us()};
@@ -1093,13 +1211,44 @@ static void dispatch(struct conn *c, const struct wire_frame *f)
         stats_record(c->w, f->opcode, x.t0);
 }
 
+/* Answers the collected inquiries: one alone goes the ordinary way. */
+static void flush_batch(struct conn *c, struct wire_frame *fr, struct wire_req *rr, size_t *nb,
+                        uint64_t t0)
+{
+    if (*nb == 1)
+        dispatch(c, &fr[0]);
+    else if (*nb > 1)
+        run_batch(c, fr, rr, *nb, effective_principal(c), t0);
+    *nb = 0;
+}
+
 size_t handle_input(struct conn *c, const uint8_t *p, size_t n)
 {
     pthread_once(&table_once, table_init);
     size_t off = 0;
+    struct wire_frame fr[BATCH_MAX];
+    struct wire_req rr[BATCH_MAX];
+    size_t nb = 0;
+    uint64_t t0 = 0;
     while (off < n && !c->blocked && !c->stop_input && !c->closing) {
         struct wire_frame f;
         int rc = wire_parse_request(p + off, n - off, &f);
+        if (rc > 0 && batchable(f.opcode)) {
+            /* Collect it if it is well-formed and allowed; anything else
+             * (errors included) goes through dispatch, after the batch. */
+            const char *why;
+            struct principal *ep = effective_principal(c);
+            if (wire_decode(&f, &rr[nb], &why) == 0 && acl_op_allowed(ep, f.opcode)) {
+                if (nb == 0)
+                    t0 = loop_mono_us();
+                fr[nb++] = f;
+                off += (size_t)rc;
+                if (nb == BATCH_MAX)
+                    flush_batch(c, fr, rr, &nb, t0);
+                continue;
+            }
+        }
+        flush_batch(c, fr, rr, &nb, t0);
         if (rc == 0)
             break;
         if (rc == -EPROTO || rc == -EMSGSIZE) {
@@ -1124,6 +1273,7 @@ size_t handle_input(struct conn *c, const uint8_t *p, size_t n)
         dispatch(c, &f);
         off += (size_t)rc;
     }
+    flush_batch(c, fr, rr, &nb, t0);
     conn_settle(c); /* entries the store refused at once are done already */
     return off;
 }

@@ -119,6 +119,7 @@ struct worker {
     struct conn *dirty;
     struct principal *anon;
     struct op_stats *ops;         /* [256] */
+    _Atomic uint64_t batched;     /* inquiries answered through a batched lookup */
 };
 
 struct watcher {

@@ -143,6 +143,47 @@ static void test_visibility(int adm)
     CHECK_EQ(itest_call(tb, &r, WIRE_OP_HISTORY, 0, ext, 4, "dev-A1", 6, NULL, 0), 0);
     CHECK(memmem(r.value, r.value_len, "a.example", 9) == NULL);
 
+    /* The same answers when pipelined (the server batches the lookups of
+     * inquiries that arrive together). */
+    struct buf pl = BUF_INIT;
+    for (uint32_t i = 0; i < 60; i++) {
+        static const char *devs[] = {"dev-A1", "dev-X", "no-such-device"};
+        static const uint8_t ops[] = {WIRE_OP_INQUIRE_DEVICE, WIRE_OP_GETK, WIRE_OP_GETQ,
+                                      WIRE_OP_GET};
+        const char *d = devs[i % 3];
+        wire_put_request(&pl, ops[i % 4], i, 0, NULL, 0, d, (uint16_t)strlen(d), NULL, 0);
+    }
+    wire_put_request(&pl, WIRE_OP_NOOP, 1000, 0, NULL, 0, NULL, 0, NULL, 0);
+    CHECK_EQ(itest_send(ta, pl.p, pl.len), 0);
+    for (uint32_t i = 0; i < 60; i++) {
+        uint8_t op = (uint8_t[]){WIRE_OP_INQUIRE_DEVICE, WIRE_OP_GETK, WIRE_OP_GETQ,
+                                 WIRE_OP_GET}[i % 4];
+        if (i % 3 != 0 && op == WIRE_OP_GETQ)
+            continue; /* quiet miss: no answer */
+        CHECK_EQ(itest_read(ta, &r), 0);
+        CHECK_EQ(r.opaque, i);
+        CHECK_EQ(r.opcode, op);
+        if (i % 3 == 0) {
+            CHECK_EQ(r.status, 0);
+            CHECK_EQ(r.extlen, op == WIRE_OP_INQUIRE_DEVICE ? 0 : 4);
+            CHECK_EQ(r.keylen, op == WIRE_OP_GETK ? 6 : 0);
+            CHECK_EQ(wire_be32(r.value), 1);
+            CHECK(memmem(r.value, r.value_len, "https://a.example/1", 19) != NULL);
+            CHECK(memmem(r.value, r.value_len, "b.example", 9) == NULL);
+        } else {
+            CHECK_EQ(r.status, WIRE_S_NOT_FOUND);
+        }
+    }
+    CHECK_EQ(itest_read(ta, &r), 0);
+    CHECK_EQ(r.opaque, 1000);
+    buf_free(&pl);
+    /* ... and they did go through the batched lookup. */
+    CHECK_EQ(itest_call(adm, &r, WIRE_OP_STAT, 0, NULL, 0, "ops", 3, NULL, 0), 0);
+    CHECK(r.keylen == 17 && !memcmp(r.key, "batched_inquiries", 17));
+    CHECK(strtoull((char *)r.value, NULL, 10) >= 2);
+    while (r.keylen)
+        CHECK_EQ(itest_read(adm, &r), 0);
+
     /* Preferences: the owner denies b.example; tpB then sees nothing. */
     v.len = 0;
     buf_put_u32(&v, 0);
