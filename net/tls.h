@@ -34,6 +34,7 @@
  *       r < 0: -ENOTCONN = peer closed (close_notify), else fatal: close
  *   to answer:   tls_conn_write(c, resp, n)      encrypts; never partial
  *   send:        n = tls_conn_out(c, &p); if (n) send(p, n);
+ *                (or tls_conn_out_iov for one sendmsg over every piece)
  *                on completion tls_conn_out_consume(c, sent)  (then repeat)
  *   on recv == 0 / error / timeout: tls_conn_free(c)
  *
