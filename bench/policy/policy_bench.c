@@ -90,13 +90,7 @@ static engine_t *fill(int with_prefs, uint32_t history_len)
         };
         if (engine_map(e, &rq, lsn++, NULL) != 0)
             abort();
-    }
-    /* Prefs in a second pass: interleaving engine_map and engine_set_prefs
-     * on new devices hangs the engine as of commit 557134a (reported). */
-    for (size_t i = 0; with_prefs && i < ndev; i++) {
-        char dev[48];
-        devname(dev, i);
-        if (engine_set_prefs(e, dev, 40, prefs.p, prefs.len, lsn++) != 0)
+        if (with_prefs && engine_set_prefs(e, dev, 40, prefs.p, prefs.len, lsn++) != 0)
             abort();
     }
     buf_free(&prefs);
