@@ -337,7 +337,7 @@ struct snap_writer {
     uint64_t off, rows, devices, blocks;
     uint8_t nonce[12];
     uint8_t *buf, *obuf;
-    size_t len, cap, ocap;
+    size_t len, cap, ocap, olen;
     uint32_t nuris;
     struct { uint32_t id1, off; uint16_t len; } slot[URI_SLOTS];
     int have_prev;
@@ -360,13 +360,16 @@ static int w_reserve(uint8_t **b, size_t *cap, size_t need)
     return 0;
 }
 
+/* Seals a block into the pending output; snap_writer_drain writes it.
+ * Rows arrive inside engine_iterate's read-side section, which must not
+ * block: only memory work happens there, the pwrite comes after. */
 static int w_block(struct snap_writer *w, uint8_t type, const uint8_t *pl, size_t n)
 {
     size_t on = n + (w->seal ? WAL_TAG : 0);
-    int r = w_reserve(&w->obuf, &w->ocap, SNAP_BLK_HDR + on);
+    int r = w_reserve(&w->obuf, &w->ocap, w->olen + SNAP_BLK_HDR + on);
     if (r < 0)
         return r;
-    uint8_t *h = w->obuf;
+    uint8_t *h = w->obuf + w->olen;
     wal_put32(h, (uint32_t)on);
     h[8] = type;
     h[9] = h[10] = h[11] = 0;
@@ -379,11 +382,20 @@ static int w_block(struct snap_writer *w, uint8_t type, const uint8_t *pl, size_
         memcpy(h + SNAP_BLK_HDR, pl, n);
     }
     wal_put32(h + 4, blk_crc(h, (uint32_t)on));
-    ssize_t wr = w->io->pwrite(w->io->ctx, w->fd, h, SNAP_BLK_HDR + on, w->off);
+    w->olen += SNAP_BLK_HDR + on;
+    w->blocks++;
+    return 0;
+}
+
+int snap_writer_drain(struct snap_writer *w)
+{
+    if (!w->olen)
+        return 0;
+    ssize_t wr = w->io->pwrite(w->io->ctx, w->fd, w->obuf, w->olen, w->off);
     if (wr < 0)
         return (int)wr;
-    w->off += SNAP_BLK_HDR + on;
-    w->blocks++;
+    w->off += w->olen;
+    w->olen = 0;
     return 0;
 }
 
@@ -523,7 +535,7 @@ int snap_writer_aux(struct snap_writer *w, uint8_t kind, const void *p, size_t n
         memcpy(tmp + 1, p, n);
     r = w_block(w, SNAP_AUX, tmp, n + 1);
     free(tmp);
-    return r;
+    return r < 0 ? r : snap_writer_drain(w);
 }
 
 int snap_writer_finish(struct snap_writer *w, uint64_t end_lsn)
@@ -538,12 +550,12 @@ int snap_writer_finish(struct snap_writer *w, uint64_t end_lsn)
     n += put_var(e + n, w->devices);
     n += put_var(e + n, w->blocks);
     r = w_block(w, SNAP_END, e, n);
-    if (r < 0)
+    if (r < 0 || (r = snap_writer_drain(w)) < 0)
         return r;
     return w->io->fdatasync(w->io->ctx, w->fd);
 }
 
-uint64_t snap_writer_bytes(const struct snap_writer *w) { return w->off; }
+uint64_t snap_writer_bytes(const struct snap_writer *w) { return w->off + w->olen; }
 uint64_t snap_writer_rows(const struct snap_writer *w) { return w->rows; }
 
 void snap_writer_close(struct snap_writer *w)

@@ -99,8 +99,10 @@ struct snap_writer;
 int snap_writer_open(struct snap_writer **out, const struct store_io *io,
                      const char *path, uint64_t start_lsn, uint64_t now_us,
                      const struct seal *seal);
-/* Adds a row (from an engine_iterate callback). */
+/* Adds a row; memory work only, so it may run inside an engine_iterate
+ * callback. snap_writer_drain (outside the callback) writes what is done. */
 int snap_writer_row(struct snap_writer *w, const struct engine_row *row);
+int snap_writer_drain(struct snap_writer *w);
 int snap_writer_aux(struct snap_writer *w, uint8_t kind, const void *p, size_t n);
 /* Writes END and fdatasyncs; the caller then durable-replaces the file. */
 int snap_writer_finish(struct snap_writer *w, uint64_t end_lsn);

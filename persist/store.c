@@ -686,7 +686,7 @@ static int take_snapshot(store_t *s, uint64_t *covers)
     uint64_t cursor = 0;
     do {
         r = engine_iterate(s->e, &cursor, 1024, snap_row_cb, w);
-        if (r < 0)
+        if (r < 0 || (r = snap_writer_drain(w)) < 0)
             goto fail;
         if (r == 0 && cursor == 0)
             break;

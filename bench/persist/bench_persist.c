@@ -230,7 +230,7 @@ static int cmd_build(void)
         struct engine_row r = {(const uint8_t *)dev, 36, (const uint8_t *)"provider-007", 12,
                                (const uint8_t *)uri, 28, (const uint8_t *)uti, 36, NULL, 0,
                                0, i + 1};
-        if (snap_writer_row(w, &r) < 0)
+        if (snap_writer_row(w, &r) < 0 || (i % 1024 == 1023 && snap_writer_drain(w) < 0))
             die("snapshot", "row");
         if (redis)
             redis_row(dev, uri, uti);

@@ -133,6 +133,8 @@ static void snapshot(int encrypted)
                 (uint64_t)(rows + 1)};
             CHECK_EQ(snap_writer_row(w, &r), 0);
             rows++;
+            if (rows % 100 == 0)
+                CHECK_EQ(snap_writer_drain(w), 0);
         }
     }
     CHECK_EQ(snap_writer_aux(w, 3, "aux-record", 10), 0);
