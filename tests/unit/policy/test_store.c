@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "history.h"
 #include "keys.h"
 #include "principal.h"
 #include "store.h"
@@ -31,7 +32,7 @@ struct node {
 
 static void up(struct node *n, const char *dir)
 {
-    struct engine_config ec = {.initial_devices = 16};
+    struct engine_config ec = {.initial_devices = 16, .history_len = 8};
     CHECK_EQ(engine_create(&n->e, &ec), 0);
     struct store_config sc = {.dir = dir};
     char err[256] = "";
@@ -177,6 +178,22 @@ int main(void)
     CHECK_EQ(principal_del(n.reg, n.s, "gone", 4, on_done, &w), 0);
     CHECK_EQ(wait_for(&w), 0);
     CHECK(w.lsn > 0);
+    /* A map through the store (history entry 1, logged) and an inquiry
+     * record (entry 3, memory only). */
+    struct engine_map_req rq = {.dev = "dev1", .dev_len = 4, .uri = "https://u/", .uri_len = 10,
+                                .uti = "uti1", .uti_len = 4, .owner = "acme", .owner_len = 4};
+    struct wait wm = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+    CHECK_EQ(store_map(n.s, &rq, "admin", 5, on_done, &wm), 0);
+    CHECK_EQ(wait_for(&wm), 0);
+    engine_thread_online(n.e);
+    CHECK_EQ(history_record_inquiry(n.e, "dev1", 4, "shop", 4, "https://u/", 10, "uti1", 4, 42), 0);
+    struct principal *adm = principal_get(n.reg, "admin", 5);
+    struct buf h = BUF_INIT;
+    CHECK_EQ(history_encode(n.e, "dev1", 4, adm, 0, &h), 0);
+    CHECK_EQ(h.p[3], 2);             /* n = 2: the inquiry, then the map */
+    CHECK_EQ(h.p[4 + 8], 3);
+    buf_reset(&h);
+    engine_thread_offline(n.e);
     CHECK_EQ(keys_maybe_rotate(n.k, n.s, 1000), 1);
     CHECK_EQ(keys_issue(n.k, 5, 1000, &b1), 0);
     CHECK_EQ(keys_validate(n.k, b1.p, b1.len), 0);
@@ -205,6 +222,16 @@ int main(void)
     principal_put(r);
     CHECK_EQ(keys_current_id(n.k), 1);
     CHECK_EQ(keys_validate(n.k, b1.p, b1.len), 0); /* restart kept the key */
+    /* History: the logged map came back, the inquiry did not (memory only). */
+    engine_thread_online(n.e);
+    CHECK_EQ(history_encode(n.e, "dev1", 4, adm, 0, &h), 0);
+    CHECK_EQ(h.p[3], 1);
+    CHECK_EQ(h.p[4 + 8], 1);                               /* event map */
+    CHECK_EQ(h.p[4 + 9 + 1], 5);                           /* str16 principal */
+    CHECK_MEM(h.p + 4 + 9 + 2, "admin", 5);
+    engine_thread_offline(n.e);
+    principal_put(adm);
+    buf_free(&h);
     char again[33];
     CHECK_EQ(principal_bootstrap_admin(n.reg, n.s, "admin", again, sizeof(again)), -EEXIST);
 
