@@ -80,7 +80,7 @@ struct engine_row {
 typedef int (*engine_row_fn)(void *arg, const struct engine_row *row);
 
 struct engine_stats {
-    uint64_t rows, devices, uris;
+    uint64_t rows, devices, uris; /* devices: records, incl. history-only */
     uint64_t bytes;            /* bytes held, as counted against mem_limit */
     uint64_t device_slots, binding_slots; /* capacity of the two indexes */
     uint64_t resizes;          /* completed online resizes */
@@ -115,7 +115,8 @@ void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
                                  size_t n, engine_row_fn fn, void *arg,
                                  int *results);
 
-/* Device metadata without rows: owner and prefs. -ENOENT if unknown. */
+/* Device metadata without rows: owner and prefs (fn sees a row with no URI
+ * or UTI). Returns 0 or fn's nonzero value; -ENOENT if unknown. */
 int engine_device_info(engine_t *e, const void *dev, size_t dev_len,
                        engine_row_fn fn, void *arg);
 
@@ -189,8 +190,8 @@ struct engine_hist {
     const uint8_t *uti;       uint16_t uti_len;
 };
 typedef int (*engine_hist_fn)(void *arg, const struct engine_hist *h);
-/* Any thread. Keeps the newest history_len entries; -ENOENT if the device
- * is unknown. With history_len > 0 a device record outlives its last row
+/* Any thread. Keeps the newest history_len entries (returns 0 and keeps
+ * nothing when history_len is 0); -ENOENT if the device is unknown. With history_len > 0 a device record outlives its last row
  * (it keeps its history, owner and prefs), so a user can still see who had
  * its data after a demap. */
 int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
