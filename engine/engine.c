@@ -326,7 +326,9 @@ static void retire_flush(engine_t *e)
     if (!e->rb)
         return;
     tsan_release(e->rb); /* the batch's contents, written by this thread */
-    __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED); /* before the cb */
+    /* relaxed: a count; it is raised before call_rcu, so the callback's
+     * decrement cannot come first. */
+    __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED);
     urcu_memb_call_rcu(&e->rb->rcu, retire_cb);
     e->rb = NULL;
     e->rb_bytes = 0;
@@ -1685,7 +1687,9 @@ int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
     /* acquire: pairs with the release in unlock: the previous holder's ring
      * and head stores are visible to us. */
     while (__atomic_exchange_n(&hs->lock, 1u, __ATOMIC_ACQUIRE))
-        while (__atomic_load_n(&hs->lock, __ATOMIC_RELAXED)) /* spin reading */
+        /* relaxed: only waits for the lock to look free; the exchange
+         * above is what acquires it. */
+        while (__atomic_load_n(&hs->lock, __ATOMIC_RELAXED))
             __builtin_ia32_pause();
     uint64_t seq = hs->head;
     x->seq = seq;
@@ -1698,7 +1702,8 @@ int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
     __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* unlock */
     if (old) {
         tsan_release(old);
-        __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED); /* before the cb */
+        /* relaxed: a count, raised before call_rcu (as in retire_flush) */
+        __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED);
         urcu_memb_call_rcu(&old->rcu, hent_cb);
     }
     rd_unlock(e);
