@@ -8,6 +8,8 @@
 #   --expired NAME    client cert that expired in 2020
 #   --future NAME     client cert not valid before 2099
 #   --untrusted NAME  client cert from another CA (other-ca.pem), not ours
+#   --intermediate NAME  client cert issued by an intermediate CA under ours;
+#                     NAME.pem holds the leaf then the intermediate (a chain)
 #   --revoked NAME    client cert listed in crl.pem
 #   --server-eku NAME client cert whose extendedKeyUsage is serverAuth only
 #   --server NAME     an extra server cert NAME.pem (e.g. to test a reload)
@@ -29,7 +31,7 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 umask 077
 
-CLIENTS=() ALIASES=() CNONLY=() EXPIRED=() FUTURE=() UNTRUSTED=() REVOKED=() SERVEREKU=() SERVERS=()
+CLIENTS=() ALIASES=() CNONLY=() EXPIRED=() FUTURE=() INTERMEDIATE=() UNTRUSTED=() REVOKED=() SERVEREKU=() SERVERS=()
 while [ $# -gt 0 ]; do
   case $1 in
     --alias)      ALIASES+=("$2"); shift 2 ;;
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     --expired)    EXPIRED+=("$2"); shift 2 ;;
     --future)     FUTURE+=("$2"); shift 2 ;;
     --untrusted)  UNTRUSTED+=("$2"); shift 2 ;;
+    --intermediate) INTERMEDIATE+=("$2"); shift 2 ;;
     --revoked)    REVOKED+=("$2"); shift 2 ;;
     --server-eku) SERVEREKU+=("$2"); shift 2 ;;
     --server)     SERVERS+=("$2"); shift 2 ;;
@@ -183,8 +186,35 @@ if [ ${#UNTRUSTED[@]} -gt 0 ]; then
   done
 fi
 
+INT="$OUT/.int-ca"
+if [ ${#INTERMEDIATE[@]} -gt 0 ]; then
+  cadb "$INT"
+  newkey "$INT/ca.key"
+  if [ ! -s "$INT/ca.pem" ]; then
+    openssl req -new -key "$INT/ca.key" -subj "/CN=icsd development intermediate CA" \
+      -out "$INT/req.csr" 2>/dev/null
+    openssl ca -batch -notext -config "$CA/ca.cnf" -cert "$CA/ca.pem" -keyfile "$CA/ca.key" \
+      -extensions v3_ca -in "$INT/req.csr" -out "$INT/ca.pem" 2>/dev/null
+    say "made intermediate CA $INT/ca.pem"
+  fi
+  for n in "${INTERMEDIATE[@]}"; do
+    checkname "$n"
+    if [ ! -s "$OUT/$n.pem" ]; then
+      issue "$INT" "$OUT/$n" "$n" "$(client_ext "$n")"
+      cat "$INT/ca.pem" >>"$OUT/$n.pem"   # the chain the client presents
+    fi
+  done
+fi
+
+# crl.pem: our CA's CRL, then the intermediate's if there is one (one file
+# may hold several CRLs; revocation checking needs the leaf issuer's).
 openssl ca -batch -gencrl -config "$CA/ca.cnf" -cert "$CA/ca.pem" -keyfile "$CA/ca.key" \
   -out "$OUT/crl.pem" 2>/dev/null
+if [ -s "$INT/ca.pem" ]; then
+  openssl ca -batch -gencrl -config "$INT/ca.cnf" -cert "$INT/ca.pem" -keyfile "$INT/ca.key" \
+    -out "$INT/crl.pem" 2>/dev/null
+  cat "$INT/crl.pem" >>"$OUT/crl.pem"
+fi
 say "made $OUT/crl.pem ($(grep -c . "$CA/index.txt" | tr -d ' ') issued, $(grep -c '^R' "$CA/index.txt" || true) revoked)"
 chmod 0644 "$OUT"/*.pem
 say "done: CA $OUT/ca.pem, server $OUT/server.pem + server.key, CRL $OUT/crl.pem"

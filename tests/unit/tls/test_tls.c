@@ -42,6 +42,7 @@ struct client {
 };
 
 static SSL_SESSION *g_last_session;
+static int g_leaf_only;                /* client sends its leaf without the chain */
 
 static int new_session_cb(SSL *ssl, SSL_SESSION *s)
 {
@@ -62,7 +63,10 @@ static void client_init(struct client *cl, const char *name, uint16_t max_versio
     if (name) {
         char f[64];
         snprintf(f, sizeof f, "%s.pem", name);
-        CHECK(SSL_CTX_use_certificate_chain_file(cl->ctx, path(f)) == 1);
+        if (g_leaf_only)
+            CHECK(SSL_CTX_use_certificate_file(cl->ctx, path(f), SSL_FILETYPE_PEM) == 1);
+        else
+            CHECK(SSL_CTX_use_certificate_chain_file(cl->ctx, path(f)) == 1);
         snprintf(f, sizeof f, "%s.key", name);
         CHECK(SSL_CTX_use_PrivateKey_file(cl->ctx, path(f), SSL_FILETYPE_PEM) == 1);
     }
@@ -375,6 +379,15 @@ static void test_refusals(void)
     tls_conn_free(c);
     client_free(&cl);
 
+    /* Issued by an intermediate CA under ours: the client's chain carries
+     * the intermediate, the CRL file holds both CAs' CRLs. */
+    CHECK_EQ(connect_as(ctx, "chained", TLS1_3_VERSION, NULL, &cl, &c), 0);
+    CHECK(strcmp(tls_conn_principal(c), "chained") == 0);
+    tls_conn_free(c);
+    client_free(&cl);
+    g_leaf_only = 1;                   /* without the intermediate: no path */
+    expect_refused(ctx, "chained", TLS1_3_VERSION, -EACCES, "certificate not trusted");
+    g_leaf_only = 0;
     expect_refused(ctx, "old", TLS1_3_VERSION, -EACCES, "certificate expired");
     expect_refused(ctx, "later", TLS1_3_VERSION, -EACCES, "certificate not yet valid");
     expect_refused(ctx, "evil", TLS1_3_VERSION, -EACCES, "certificate not trusted");
@@ -982,7 +995,7 @@ int main(int argc, char **argv)
     snprintf(cmd, sizeof cmd,
              "'%s' '%s' alice bob --alias carol:dave --cn-only erin --expired old "
              "--untrusted evil --revoked gone --server-eku srv --server server2 "
-             "--future later >/dev/null",
+             "--future later --intermediate chained >/dev/null",
              argv[1], dir);
     CHECK(system(cmd) == 0);
     file_copy(path("server.pem"), path("live-server.pem"));
