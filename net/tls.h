@@ -45,14 +45,15 @@
  *
  * Principal naming (docs/tls.md): the first subjectAltName URI of the form
  * "urn:ics:principal:NAME" names the principal NAME; without such a URI,
- * the subject CN does. NAME is 1..128 bytes, no NUL; otherwise no principal.
+ * the subject CN does. NAME is 1..128 bytes without NUL; a URI or CN that
+ * breaks this is ignored (no valid name at all: no principal).
  *
  * Reload (SIGHUP): tls_ctx_reload reads the files again and swaps in a new
  * SSL_CTX atomically; new connections use it, established connections keep
  * the SSL_CTX they started with (refcounted) until they are freed. On a
  * failed reload nothing changes. A reload also replaces the ticket keys, so
  * a session ticket issued before it (to a certificate maybe revoked since)
- * does no longer resume: its client does one full handshake.
+ * no longer resumes: its client does one full handshake.
  *
  * Errors: 0 or a negative errno, as everywhere in icsd. The reason a
  * handshake was refused ("certificate expired", "certificate revoked",
