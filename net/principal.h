@@ -159,7 +159,8 @@ int principal_import(principal_reg_t *reg, store_t *store, const char *text, siz
  * record is revoked. Returns 0 when accepted (done(arg, status, lsn) is
  * called once it is durable, from a store thread) or a negative errno
  * (done never called). done == NULL: waits until durable and returns its
- * status. store == NULL: applies in memory at once, done(arg, 0, 0). */
+ * status (so never from a store thread or a store callback: it would wait
+ * for itself). store == NULL: applies in memory at once, done(arg, 0, 0). */
 int principal_set(principal_reg_t *reg, store_t *store, const struct principal_def *def,
                   store_done_fn done, void *arg);
 /* Deletes a principal; -ENOENT if unknown. Same done rules. */
