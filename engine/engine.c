@@ -206,6 +206,7 @@ struct engine {
     uint64_t last_lsn;           /* release-stored after each change */
     uint64_t exp_state;          /* (generation << 32) | lower bound of expiries */
     uint64_t inflight;           /* call_rcu callbacks not yet run */
+    uint64_t exp_pos;            /* slot where the last expiry scan stopped */
     int tsan_grace;              /* TSan: models the grace period */
 };
 
@@ -1099,7 +1100,13 @@ int engine_collect_expired(engine_t *e, uint32_t now, size_t max,
     bool complete = true;
     rd_lock();
     const struct tab *t = cur_tab(&e->dix);
-    for (size_t i = 0; i < t->cap; i++) {
+    /* Start where the previous collection stopped: the sweeper removes what
+     * it was given and calls again, so the next call goes on from there
+     * instead of rescanning the rows it just cleaned. A pass still covers
+     * every slot once (wrapping), so nothing is missed. relaxed: a hint. */
+    size_t m = t->cap - 1;
+    size_t start = (size_t)__atomic_load_n(&e->exp_pos, __ATOMIC_RELAXED) & m;
+    for (size_t n = 0, i = start; n < t->cap; n++, i = (i + 1) & m) {
         uint64_t sw = ld_slot(&t->s[i]);
         if (sw <= SLOT_TOMB)
             continue;
@@ -1115,6 +1122,8 @@ int engine_collect_expired(engine_t *e, uint32_t now, size_t max,
                 continue;
             if ((size_t)visited == max) {
                 complete = false;
+                /* relaxed: a hint (see above); resume at this device */
+                __atomic_store_n(&e->exp_pos, (uint64_t)i, __ATOMIC_RELAXED);
                 goto out;
             }
             if (fn) {
