@@ -39,8 +39,13 @@ class Icsd:
         self.data = data or os.path.join(self.tmp, "data")
         self.extra = list(extra or [])
         self.port = 0
+        self.tls_port = 0
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = os.path.join(self.tmp, "icsd.log")
+
+    @property
+    def wants_tls(self) -> bool:
+        return "--tls-cert" in self.extra
 
     def start(self, port: int = 0, timeout: float = 15.0) -> "Icsd":
         pf = os.path.join(self.tmp, "port")
@@ -56,9 +61,11 @@ class Icsd:
             if self.proc.poll() is not None:
                 raise unittest.SkipTest(f"icsd exited at start (rc {self.proc.returncode}): {self.log_tail()}")
             try:
-                txt = open(pf).read().strip()
-                if txt:
-                    self.port = int(txt)
+                # line 1: the port; with TLS a line "tls=PORT"
+                lines = open(pf).read().split()
+                if lines and (not self.wants_tls or any(x.startswith("tls=") for x in lines)):
+                    self.port = int(lines[0])
+                    self.tls_port = next((int(x[4:]) for x in lines if x.startswith("tls=")), 0)
                     return self
             except (OSError, ValueError):
                 pass
