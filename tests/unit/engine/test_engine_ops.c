@@ -6,6 +6,7 @@
 #include "test.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 
 static engine_t *mk(uint32_t hist, size_t limit)
@@ -590,6 +591,50 @@ static void test_batch(void)
     engine_destroy(e);
 }
 
+/* A thread that never calls engine_thread_online is registered on its
+ * first read and unregistered when it exits; otherwise the grace periods
+ * that reclaim memory afterwards would wait on (or read) a dead thread. */
+static void *forgetful_reader(void *arg)
+{
+    engine_t *e = arg;
+    for (int i = 0; i < 100; i++)
+        CHECK_EQ(engine_inquire_device(e, "d", 1, NULL, NULL, NULL), 1);
+    return NULL;
+}
+static void *nested_reader(void *arg)
+{
+    engine_t *e = arg;
+    engine_thread_online(e);
+    engine_thread_online(e); /* nesting is counted */
+    engine_thread_offline(e);
+    CHECK_EQ(engine_inquire_device(e, "d", 1, NULL, NULL, NULL), 1);
+    engine_thread_offline(e);
+    return NULL;
+}
+
+static void test_thread_registration(void)
+{
+    engine_t *e = mk(3, 0);
+    CHECK_EQ(map(e, "d", "u", "t", 1), 0);
+    for (int round = 0; round < 4; round++) {
+        pthread_t th[2];
+        CHECK_EQ(pthread_create(&th[0], NULL, forgetful_reader, e), 0);
+        CHECK_EQ(pthread_create(&th[1], NULL, nested_reader, e), 0);
+        CHECK_EQ(pthread_join(th[0], NULL), 0);
+        CHECK_EQ(pthread_join(th[1], NULL), 0);
+        /* changes whose reclamation needs grace periods, after the exits */
+        for (int i = 0; i < 300; i++) {
+            char t[16];
+            snprintf(t, sizeof t, "x%d", i);
+            uint64_t lsn = (uint64_t)(round * 1000 + i) * 2 + 2;
+            CHECK_EQ(map(e, "d", "u", t, lsn), 0);
+            CHECK_EQ(engine_demap(e, "d", 1, "u", 1, t, strlen(t), 0, lsn + 1,
+                                  NULL, NULL), 0);
+        }
+    }
+    engine_destroy(e); /* waits for every callback: would hang if stuck */
+}
+
 int main(void)
 {
     test_validation();
@@ -603,6 +648,7 @@ int main(void)
     test_iterate_resize();
     test_batch();
     test_shrink_then_refill();
+    test_thread_registration();
     printf("test_engine_ops: ok\n");
     return 0;
 }
