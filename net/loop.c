@@ -579,6 +579,8 @@ static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
          * as soon as this batch is parsed, so just ask again. */
         if (!more && !c->closing)
             arm_recv(c);
+        if (c->closing)
+            conn_maybe_free(c);
         return;
     }
     if (cqe->res <= 0) {
