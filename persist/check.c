@@ -252,6 +252,11 @@ int main(int argc, char **argv)
             struct wal_rec rec;
             long span = wal_rec_decode(buf + off, n - off, &rec);
             if (span <= 0) {
+                int zero = 1;
+                for (uint64_t z = off; z < n && zero; z++)
+                    zero = !buf[z];
+                if (zero)
+                    break; /* zero-filled ahead of the writes: the clean end */
                 why = span == 0 ? "cut short" : span == -EBADMSG ? "checksum mismatch"
                                                                   : "malformed header";
                 break;

@@ -94,6 +94,8 @@ int main(int argc, char **argv)
     snprintf(path, sizeof(path), "%s/%s", dir, names[0]);
     size_t n;
     uint8_t *seg = slurp(path, &n);
+    while (n > WAL_FHDR_SIZE && seg[n - 1] == 0)
+        n--; /* drop the zero fill (these records end with the actor name, never 0) */
     put(corpus, "fuzz_wal_record", "segment", 0, seg, n);
     put(corpus, "fuzz_wal_record", "segment_cut", 0, seg, n - 9);
     size_t off = WAL_FHDR_SIZE, last_off = 0, fifth = 0;
