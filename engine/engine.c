@@ -172,7 +172,8 @@ struct tab {
 };
 
 struct idx {
-    uint64_t (*rehash)(const void *p); /* a slot's key hash, from its target */
+    /* a slot's key hash, recomputed from what the slot points at */
+    uint64_t (*rehash)(const engine_t *e, const void *p);
     struct tab *cur;   /* readers: acquire load; writer: owner */
     struct tab *next;  /* writer only: the table being filled */
     size_t mig;        /* writer only: slots of cur copied into next */
@@ -207,6 +208,7 @@ struct engine {
     uint64_t exp_state;          /* (generation << 32) | lower bound of expiries */
     uint64_t inflight;           /* call_rcu callbacks not yet run */
     uint64_t exp_pos;            /* slot where the last expiry scan stopped */
+    uint64_t seed;               /* of every hash (see dev_hash) */
     int tsan_grace;              /* TSan: models the grace period */
 };
 
@@ -363,27 +365,36 @@ static void retire(engine_t *e, void *p, size_t size)
 /* ------------------------------------------------------------------------ */
 /* Hashing                                                                   */
 
-static inline uint64_t dev_hash(const void *d, size_t n)
+/* Every hash is seeded per engine (engine_config.hash_seed, else a value
+ * drawn at creation), so that keys crafted to share home buckets against
+ * one process do not against another: a defence against hash flooding by a
+ * provider who chooses device IDs or UTIs. */
+static inline uint64_t dev_hash(const engine_t *e, const void *d, size_t n)
 {
-    return XXH3_64bits(d, n);
+    return XXH3_64bits_withSeed(d, n, e->seed);
 }
-static uint64_t bind_hash(const void *u, size_t ul, const void *t, size_t tl)
+static inline uint64_t name_hash(const engine_t *e, const void *p, size_t n)
+{
+    return XXH3_64bits_withSeed(p, n, e->seed ^ 0x9e3779b97f4a7c15ULL);
+}
+static uint64_t bind_hash(const engine_t *e, const void *u, size_t ul,
+                          const void *t, size_t tl)
 {
     uint8_t buf[ENGINE_URI_MAX + ENGINE_ID_MAX];
     memcpy(buf, u, ul);
     memcpy(buf + ul, t, tl);
-    return XXH3_64bits(buf, ul + tl);
+    return XXH3_64bits_withSeed(buf, ul + tl, e->seed);
 }
 
-static uint64_t rec_hash(const void *p)
+static uint64_t rec_hash(const engine_t *e, const void *p)
 {
     const struct rec *r = p;
-    return dev_hash(r->dev, r->dev_len);
+    return dev_hash(e, r->dev, r->dev_len);
 }
-static uint64_t row_hash(const void *p)
+static uint64_t row_hash(const engine_t *e, const void *p)
 {
     const struct row *w = p;
-    return bind_hash(w->uri->b, w->uri->len, w->uti, w->uti_len);
+    return bind_hash(e, w->uri->b, w->uri->len, w->uti, w->uti_len);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -642,7 +653,7 @@ static void ix_step(engine_t *e, struct idx *x, size_t k)
         uint64_t w = wr_slot(&c->s[x->mig++]);
         if (w > SLOT_TOMB) {
             bool empty;
-            tab_put(x->next, x->rehash(ptr_of(w)), ptr_of(w), &empty);
+            tab_put(x->next, x->rehash(e, ptr_of(w)), ptr_of(w), &empty);
             x->nlive++;
             x->nused += empty;
         }
@@ -826,7 +837,7 @@ int engine_inquire_device(engine_t *e, const void *dev, size_t dev_len,
 {
     if (!dev || bad_id(dev_len))
         return -EINVAL;
-    uint64_t h = dev_hash(dev, dev_len);
+    uint64_t h = dev_hash(e, dev, dev_len);
     rd_lock();
     if (lsn)
         *lsn = ld_lsn(e);
@@ -842,7 +853,7 @@ int engine_inquire_binding(engine_t *e, const void *uri, size_t uri_len,
 {
     if (bad_uri(uri, uri_len) || !uti || bad_id(uti_len))
         return -EINVAL;
-    uint64_t h = bind_hash(uri, uri_len, uti, uti_len);
+    uint64_t h = bind_hash(e, uri, uri_len, uti, uti_len);
     rd_lock();
     if (lsn)
         *lsn = ld_lsn(e);
@@ -881,7 +892,7 @@ void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
                 h[i] = 0;
                 continue;
             }
-            h[i] = dev_hash(q->p, q->len);
+            h[i] = dev_hash(e, q->p, q->len);
             __builtin_prefetch(&t->s[home_of(t, h[i])]);
         }
         /* Stage 2: prefetch the record the home slot points at. */
@@ -917,7 +928,7 @@ int engine_device_info(engine_t *e, const void *dev, size_t dev_len,
 {
     if (!dev || bad_id(dev_len))
         return -EINVAL;
-    uint64_t h = dev_hash(dev, dev_len);
+    uint64_t h = dev_hash(e, dev, dev_len);
     rd_lock();
     const struct rec *r = dev_find(cur_tab(&e->dix), h, dev, dev_len, NULL);
     int rc = -ENOENT;
@@ -941,16 +952,16 @@ struct cand {
 };
 
 /* The iteration order key: the device hash, never 0 (cursor 0 = done). */
-static inline uint64_t iter_key(const struct rec *r)
+static inline uint64_t iter_key(const engine_t *e, const struct rec *r)
 {
-    uint64_t h = rec_hash(r);
+    uint64_t h = rec_hash(e, r);
     return h ? h : 1;
 }
 
 /* Collects the live records whose home lies in [a, a+w) and whose key is
  * >= from, sorted by key. Returns the count, or -1 if more than cap. */
-static long gather(const struct tab *t, size_t a, size_t w, uint64_t from,
-                   struct cand *c, size_t cap)
+static long gather(const engine_t *e, const struct tab *t, size_t a,
+                   size_t w, uint64_t from, struct cand *c, size_t cap)
 {
     size_t m = t->cap - 1, n = 0;
     size_t last = a + w - 1; /* home index of the window's last bucket */
@@ -967,7 +978,7 @@ static long gather(const struct tab *t, size_t a, size_t w, uint64_t from,
         const struct rec *r = ptr_of(sw);
         if (!r->nrows)
             continue;
-        uint64_t g = iter_key(r);
+        uint64_t g = iter_key(e, r);
         size_t hm = home_of(t, g);
         if (hm < a || hm > last || g < from)
             continue;
@@ -1002,7 +1013,7 @@ int engine_iterate(engine_t *e, uint64_t *cursor, size_t max, engine_row_fn fn,
     while (a < t->cap) {
         if (w > t->cap - a)
             w = t->cap - a;
-        long n = gather(t, a, w, from, c, ccap);
+        long n = gather(e, t, a, w, from, c, ccap);
         if (n < 0) {
             if (w > 1) {
                 w /= 2;
@@ -1257,7 +1268,7 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
         return -EINVAL;
     write_begin(e);
 
-    uint64_t bh = bind_hash(rq->uri, rq->uri_len, rq->uti, rq->uti_len);
+    uint64_t bh = bind_hash(e, rq->uri, rq->uri_len, rq->uti, rq->uti_len);
     const struct row *bw = bind_find(e->bix.cur, bh, rq->uri, rq->uri_len,
                                      rq->uti, rq->uti_len);
     if (bw) {
@@ -1274,7 +1285,7 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
     if (rq->cas)
         return -EEXIST; /* no row can have that LSN */
 
-    uint64_t dh = dev_hash(rq->dev, rq->dev_len);
+    uint64_t dh = dev_hash(e, rq->dev, rq->dev_len);
     size_t di = 0;
     struct rec *old = dev_find(e->dix.cur, dh, rq->dev, rq->dev_len, &di);
     if (old && old->nrows == UINT32_MAX)
@@ -1285,7 +1296,7 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
         return -ENOMEM;
     if (!old && ix_reserve(e, &e->dix, 1) < 0)
         return -ENOMEM;
-    uint64_t uh = XXH3_64bits(rq->uri, rq->uri_len);
+    uint64_t uh = name_hash(e, rq->uri, rq->uri_len);
     struct name *u = ntab_find(&e->uris, uh, rq->uri, rq->uri_len);
     struct name *nu = NULL, *no = NULL;
     struct ext *hs = NULL;
@@ -1297,7 +1308,7 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
         u = nu;
     }
     if (rq->owner_len) {
-        uint64_t oh = XXH3_64bits(rq->owner, rq->owner_len);
+        uint64_t oh = name_hash(e, rq->owner, rq->owner_len);
         ow = ntab_find(&e->owners, oh, rq->owner, rq->owner_len);
         if (!ow) {
             if (ntab_reserve(e, &e->owners) < 0 ||
@@ -1358,7 +1369,7 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
         const struct row *ow_ = rec_rows(old), *nw = rec_rows(nr);
         for (uint32_t k = 0; k < old->nrows;
              k++, ow_ = row_next(ow_), nw = row_next(nw))
-            ix_repoint(&e->bix, row_hash(ow_), ow_, nw);
+            ix_repoint(&e->bix, row_hash(e, ow_), ow_, nw);
     } else {
         ix_insert(&e->dix, dh, nr);
         set_counter(&e->devices, e->devices + 1);
@@ -1427,7 +1438,7 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
     const struct row *nw = nr ? rec_rows(nr) : NULL;
     w = rec_rows(old);
     for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w)) {
-        uint64_t h = row_hash(w);
+        uint64_t h = row_hash(e, w);
         if (pick(w, ctx)) {
             if (on_removed) {
                 struct engine_row v;
@@ -1440,7 +1451,7 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
             nw = row_next(nw);
         }
     }
-    uint64_t dh = rec_hash(old);
+    uint64_t dh = rec_hash(e, old);
     if (drop) {
         ix_del(&e->dix, di, dh);
         set_counter(&e->devices, e->devices - 1);
@@ -1501,7 +1512,7 @@ int engine_demap(engine_t *e, const void *dev, size_t dev_len, const void *uri,
         return -EINVAL;
     write_begin(e);
     size_t di;
-    struct rec *r = dev_find(e->dix.cur, dev_hash(dev, dev_len), dev, dev_len,
+    struct rec *r = dev_find(e->dix.cur, dev_hash(e, dev, dev_len), dev, dev_len,
                              &di);
     const struct row *w = r ? rec_find_row(r, uri, uri_len, uti, uti_len) : NULL;
     if (!w)
@@ -1523,7 +1534,7 @@ int engine_demap_device(engine_t *e, const void *dev, size_t dev_len,
         return -EINVAL;
     write_begin(e);
     size_t di;
-    struct rec *r = dev_find(e->dix.cur, dev_hash(dev, dev_len), dev, dev_len,
+    struct rec *r = dev_find(e->dix.cur, dev_hash(e, dev, dev_len), dev, dev_len,
                              &di);
     if (!r || !r->nrows)
         return -ENOENT;
@@ -1541,13 +1552,13 @@ int engine_demap_binding(engine_t *e, const void *uri, size_t uri_len,
         return -EINVAL;
     write_begin(e);
     const struct row *w = bind_find(e->bix.cur,
-                                    bind_hash(uri, uri_len, uti, uti_len), uri,
+                                    bind_hash(e, uri, uri_len, uti, uti_len), uri,
                                     uri_len, uti, uti_len);
     if (!w)
         return -ENOENT;
     struct rec *r = rec_of(w);
     size_t di;
-    struct rec *r2 = dev_find(e->dix.cur, dev_hash(r->dev, r->dev_len), r->dev,
+    struct rec *r2 = dev_find(e->dix.cur, dev_hash(e, r->dev, r->dev_len), r->dev,
                               r->dev_len, &di);
     ENGINE_PANIC_IF(r2 != r);
     struct one_row o = {uri, uti, uri_len, uti_len};
@@ -1565,7 +1576,7 @@ int engine_demap_service(engine_t *e, const void *uri, size_t uri_len,
     if (bad_uri(uri, uri_len))
         return -EINVAL;
     write_begin(e);
-    struct name *u = ntab_find(&e->uris, XXH3_64bits(uri, uri_len), uri,
+    struct name *u = ntab_find(&e->uris, name_hash(e, uri, uri_len), uri,
                                uri_len);
     if (!u)
         return -ENOENT;
@@ -1600,7 +1611,7 @@ int engine_set_prefs(engine_t *e, const void *dev, size_t dev_len,
         return -EINVAL;
     write_begin(e);
     size_t di;
-    struct rec *r = dev_find(e->dix.cur, dev_hash(dev, dev_len), dev, dev_len,
+    struct rec *r = dev_find(e->dix.cur, dev_hash(e, dev, dev_len), dev, dev_len,
                              &di);
     if (!r || !r->nrows)
         return -ENOENT;
@@ -1661,7 +1672,7 @@ int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
         (h->principal_len && !h->principal) || (h->uri_len && !h->uri) ||
         (h->uti_len && !h->uti))
         return -EINVAL;
-    uint64_t dh = dev_hash(dev, dev_len);
+    uint64_t dh = dev_hash(e, dev, dev_len);
     rd_lock();
     struct rec *r = dev_find(cur_tab(&e->dix), dh, dev, dev_len, NULL);
     if (!r) {
@@ -1724,7 +1735,7 @@ int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
 {
     if (!dev || bad_id(dev_len))
         return -EINVAL;
-    uint64_t dh = dev_hash(dev, dev_len);
+    uint64_t dh = dev_hash(e, dev, dev_len);
     rd_lock();
     struct rec *r = dev_find(cur_tab(&e->dix), dh, dev, dev_len, NULL);
     if (!r) {
@@ -1778,6 +1789,17 @@ int engine_create(engine_t **out, const struct engine_config *cfg)
     tmp.a = cfg->alloc;
     tmp.limit = cfg->mem_limit;
     tmp.hlen = cfg->history_len;
+    tmp.seed = cfg->hash_seed;
+    if (!tmp.seed) {
+        /* No syscall needed: the clock and this process's randomized
+         * addresses, mixed. Not secret-grade, but unknown to a remote
+         * client, which is what matters against flooding. */
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t mix[4] = {(uint64_t)ts.tv_sec, (uint64_t)ts.tv_nsec,
+                           (uint64_t)(uintptr_t)&ts, (uint64_t)(uintptr_t)cfg};
+        tmp.seed = XXH3_64bits(mix, sizeof mix) | 1;
+    }
     engine_t *e = eng_alloc(&tmp, sizeof *e, true);
     if (!e)
         return -ENOMEM;

@@ -63,6 +63,8 @@ struct engine_config {
     size_t mem_limit;          /* bytes the engine may hold; 0 = no limit */
     uint32_t history_len;      /* entries kept per device; 0 = no history */
     struct engine_alloc alloc; /* zeroed = default allocator */
+    uint64_t hash_seed;        /* 0 = drawn per engine (defends against hash
+                                  flooding); fix it for reproducible runs */
 };
 
 /* One row as a reader sees it. Pointers valid only during the callback. */
