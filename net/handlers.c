@@ -803,6 +803,7 @@ static void h_stat(struct rq *x)
         stat_one(x, "closed_idle", atomic_load_explicit(&l->closed_idle, memory_order_relaxed));
         stat_one(x, "closed_overflow",
                  atomic_load_explicit(&l->closed_overflow, memory_order_relaxed));
+        stat_one(x, "recv_nobufs", atomic_load_explicit(&l->recv_nobufs, memory_order_relaxed));
         stat_one(x, "idle_timeout", l->cfg.idle_timeout_s);
         stat_one(x, "max_conn_buffer", l->cfg.max_conn_buffer);
     } else if (GROUP("ops")) {

@@ -575,6 +575,7 @@ static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     if (!more)
         c->recv_armed = 0;
     if (cqe->res == -ENOBUFS) {
+        atomic_fetch_add_explicit(&w->l->recv_nobufs, 1, memory_order_relaxed);
         /* All provided buffers in use within this turn: they come back
          * as soon as this batch is parsed, so just ask again. */
         if (!more && !c->closing)

@@ -148,6 +148,7 @@ struct loop {
     atomic_int stopping;
     _Atomic uint32_t curr_conns;
     _Atomic uint64_t total_conns, rejected_conns, closed_idle, closed_overflow;
+    _Atomic uint64_t recv_nobufs;  /* receives that found the buffer ring empty */
     uint64_t start_us;
     pthread_mutex_t wmu;          /* watchers (rare: WATCH start/close, events) */
     struct watcher *watchers;

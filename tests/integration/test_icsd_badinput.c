@@ -262,6 +262,43 @@ static void test_many_idle(void)
     fresh_noop();
 }
 
+static void test_burst(void)
+{
+    /* Many connections each sending more than one provided buffer at
+     * once: the server runs out of receive buffers for a moment (ENOBUFS)
+     * and must re-arm, not stall or drop anyone. */
+    enum { N = 300, BODY = 40000 };
+    static uint8_t body[BODY];
+    struct buf b = BUF_INIT;
+    wire_put_request(&b, WIRE_OP_KEY_VALIDATE, 7, 0, NULL, 0, NULL, 0, body, BODY);
+    wire_put_request(&b, WIRE_OP_NOOP, 8, 0, NULL, 0, NULL, 0, NULL, 0);
+    int *fds = calloc(N, sizeof *fds);
+    for (int i = 0; i < N; i++)
+        fds[i] = itest_connect(&srv);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(itest_send(fds[i], b.p, b.len), 0);
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ(itest_read(fds[i], &r), 0);
+        CHECK_EQ(r.opaque, 7);
+        CHECK_EQ(r.status, WIRE_S_AUTH_ERROR);
+        CHECK_EQ(itest_read(fds[i], &r), 0);
+        CHECK_EQ(r.opaque, 8);
+        CHECK_EQ(r.status, 0);
+        close(fds[i]);
+    }
+    free(fds);
+    buf_free(&b);
+    fresh_noop();
+    int adm = itest_login(&srv, NULL, NULL);
+    CHECK_EQ(itest_call(adm, &r, WIRE_OP_STAT, 0, NULL, 0, "conns", 5, NULL, 0), 0);
+    while (r.keylen) {
+        if (r.keylen == 11 && !memcmp(r.key, "recv_nobufs", 11))
+            fprintf(stderr, "burst: %s receives found no buffer\n", (char *)r.value);
+        CHECK_EQ(itest_read(adm, &r), 0);
+    }
+    close(adm);
+}
+
 int main(void)
 {
     const char *args[] = {"--idle-timeout", "1", "--max-conn-buffer", "64K", NULL};
@@ -271,6 +308,7 @@ int main(void)
     test_idle_timeout();
     test_never_reads();
     test_many_idle();
+    test_burst();
     CHECK_EQ(itest_stop(&srv), 0);
     itest_cleanup(&srv);
     itest_resp_free(&r);
