@@ -175,8 +175,9 @@ class Client:
                 raise err from e
         return sent
 
-    def _read_frame(self, deadline: float) -> w.Frame:
-        """Next response frame; events on the way are queued (or dispatched)."""
+    def _read_frame(self, deadline: float, until_event: bool = False) -> Optional[w.Frame]:
+        """Next response frame; events on the way are queued. With
+        until_event, returns None as soon as an event was queued."""
         sock = self._sock
         assert sock is not None
         while True:
@@ -190,6 +191,8 @@ class Client:
                 del self._buf[:n]
                 if f.magic == w.MAGIC_EVT:
                     self._on_event(f)
+                    if until_event and self._events:
+                        return None
                     continue
                 return f
             left = deadline - time.monotonic()
@@ -369,7 +372,7 @@ class Client:
         while True:
             self._ensure_open()
             try:
-                f = self._read_frame(deadline)
+                self._read_frame(deadline, until_event=True)
             except Timeout:
                 return self._events.popleft() if self._events else None
             except IcsConnectionError:
@@ -380,7 +383,6 @@ class Client:
                     return None
                 time.sleep(0.05)
                 continue
-            del f  # a response with no request: ignore
             if self._events:
                 return self._events.popleft()
 
