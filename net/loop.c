@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "acl.h"
 #include "mailbox.h"
 #include "pending.h"
@@ -1009,11 +1011,21 @@ static void run_job(struct loop *l, struct job *j)
         const uint8_t *zid = j->data, *cid = zid + j->authzid_len, *sec = cid + j->authcid_len;
         struct principal *p = principal_get(l->d.reg, cid, j->authcid_len);
         int rc = -EPERM;
-        if (j->authzid_len && (j->authzid_len != j->authcid_len ||
-                               memcmp(zid, cid, j->authcid_len) != 0))
+        if (!p || !p->has_secret) {
+            /* Spend the same time as a real check, so the answer's delay
+             * does not tell which names exist (or have no secret). */
+            static const uint8_t salt[PRINCIPAL_SALT_LEN];
+            uint8_t out[PRINCIPAL_HASH_LEN];
+            PKCS5_PBKDF2_HMAC((const char *)sec, j->secret_len, salt, sizeof salt,
+                              p && p->iterations ? p->iterations : PRINCIPAL_DEFAULT_ITERATIONS,
+                              EVP_sha256(), sizeof out, out);
+        } else if (j->authzid_len && (j->authzid_len != j->authcid_len ||
+                                      memcmp(zid, cid, j->authcid_len) != 0)) {
             rc = -EPERM; /* acting as another principal is not offered */
-        else if (p && principal_verify_secret(p, sec, j->secret_len) == 0)
+            principal_verify_secret(p, sec, j->secret_len); /* same time */
+        } else if (principal_verify_secret(p, sec, j->secret_len) == 0) {
             rc = 0;
+        }
         if (rc < 0) {
             principal_put(p);
             p = NULL;
