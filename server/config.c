@@ -24,6 +24,7 @@ void config_defaults(struct icsd_config *c)
     c->history_len = 16;
     c->pending_ttl = 600;
     c->tls_port = 11312;
+    c->auth_threads = 1;
 }
 
 enum kind { K_STR, K_U32, K_SIZE, K_BOOL, K_LEVEL, K_DURABILITY, K_LISTEN };
@@ -64,6 +65,8 @@ static const struct setting {
     S("tls-crl", K_STR, tls_crl, "FILE   CRL of that CA (PEM)"),
     S("key-rotate-interval", K_U32, key_rotate_interval,
       "S   rotate the KEY_ISSUE signing key this often (0: never)"),
+    S("auth-threads", K_U32, auth_threads,
+      "N   threads verifying SASL secrets off the event loop (default 1)"),
     S("tls-port", K_U32, tls_port, "N   TLS listener port on the listen host (default 11312; 0: any)"),
 #undef S
 };
@@ -136,6 +139,10 @@ int config_set(struct icsd_config *c, const char *key, const char *value, char *
     case K_U32:
         if (parse_u64(value, &u, 0) < 0 || u > UINT32_MAX) {
             snprintf(err, errlen, "%s: expected a number, got '%s'", key, value ? value : "");
+            return -EINVAL;
+        }
+        if (strcmp(key, "auth-threads") == 0 && (u < 1 || u > 64)) {
+            snprintf(err, errlen, "auth-threads: 1..64");
             return -EINVAL;
         }
         if ((strcmp(key, "port") == 0 || strcmp(key, "tls-port") == 0) && u > 65535) {

@@ -43,6 +43,7 @@ struct icsd_config {
     char tls_crl[CONFIG_STR_MAX];
     uint32_t tls_port;              /* --tls-port, default 11312; 0 = any */
     uint32_t key_rotate_interval;   /* --key-rotate-interval seconds, 0 = never */
+    uint32_t auth_threads;          /* --auth-threads: SASL/PBKDF2 threads, default 1 */
 };
 
 void config_defaults(struct icsd_config *c);

@@ -390,6 +390,7 @@ int main(int argc, char **argv)
     lc.allow_plaintext_remote = cfg->allow_plaintext_remote;
     lc.version = "1.0.0";
     lc.tls_port = (uint16_t)cfg->tls_port;
+    lc.auth_threads = cfg->auth_threads;
     lc.log = loop_logger;
     struct loop_deps ld = {icsd.engine, icsd.store, icsd.reg, icsd.pending, icsd.mailbox,
                            icsd.keys, icsd.tls};
