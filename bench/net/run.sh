@@ -2,12 +2,13 @@
 # bench/net/run.sh — icsd against memcached over the network, side by side
 # (bench/README.md "## Network"). Server pinned to core 0, client to core 1.
 #   bench/net/run.sh [--smoke]      --smoke: a seconds-long run
-# Env: ICS_BUILD (default build/release), KEYS, DURATION.
+# Env: ICS_BUILD or ICS_BUILD_DIR (CI; default build/release), KEYS or
+# ICS_BENCH_ROWS (CI), DURATION.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SMOKE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
-BUILD=${ICS_BUILD:-build/release}
+BUILD=${ICS_BUILD:-${ICS_BUILD_DIR:-build/release}}
 if [ ! -x "$BUILD/server/icsd" ] || [ ! -x "$BUILD/bench/net/ics-loadgen" ]; then
   echo "run.sh: building icsd and ics-loadgen in $BUILD"
   [ -f "$BUILD/build.ninja" ] || scripts/build.sh "$(basename "$BUILD")" >/dev/null
@@ -15,7 +16,8 @@ if [ ! -x "$BUILD/server/icsd" ] || [ ! -x "$BUILD/bench/net/ics-loadgen" ]; the
 fi
 ICSD=$BUILD/server/icsd
 LG=$BUILD/bench/net/ics-loadgen
-if [ $SMOKE = 1 ]; then DUR=${DURATION:-2}; KEYS=${KEYS:-10000}; else DUR=${DURATION:-10}; KEYS=${KEYS:-100000}; fi
+if [ $SMOKE = 1 ]; then DUR=${DURATION:-2}; KEYS=${KEYS:-${ICS_BENCH_ROWS:-10000}}
+else DUR=${DURATION:-10}; KEYS=${KEYS:-${ICS_BENCH_ROWS:-100000}}; fi
 NCPU=$(nproc)
 SCORE=0 CCORE=$(( NCPU > 1 ? 1 : 0 ))
 TMP=$(mktemp -d /tmp/ics-netbench-XXXXXX)
