@@ -25,6 +25,8 @@ void config_defaults(struct icsd_config *c)
     c->pending_ttl = 600;
     c->tls_port = 11312;
     c->auth_threads = 1;
+    c->tls_handshake_timeout = 10;
+    c->tls_max_handshakes = 256;
 }
 
 enum kind { K_STR, K_U32, K_SIZE, K_BOOL, K_LEVEL, K_DURABILITY, K_LISTEN };
@@ -67,6 +69,10 @@ static const struct setting {
       "S   rotate the KEY_ISSUE signing key this often (0: never)"),
     S("auth-threads", K_U32, auth_threads,
       "N   threads verifying SASL secrets off the event loop (default 1)"),
+    S("tls-handshake-timeout", K_U32, tls_handshake_timeout,
+      "S   close a TLS connection whose handshake takes longer (default 10)"),
+    S("tls-max-handshakes", K_U32, tls_max_handshakes,
+      "N   TLS handshakes in progress per worker; more are refused (default 256)"),
     S("tls-port", K_U32, tls_port, "N   TLS listener port on the listen host (default 11312; 0: any)"),
 #undef S
 };

@@ -391,6 +391,8 @@ int main(int argc, char **argv)
     lc.version = "1.0.0";
     lc.tls_port = (uint16_t)cfg->tls_port;
     lc.auth_threads = cfg->auth_threads;
+    lc.handshake_timeout_s = cfg->tls_handshake_timeout;
+    lc.max_handshakes = cfg->tls_max_handshakes;
     lc.log = loop_logger;
     struct loop_deps ld = {icsd.engine, icsd.store, icsd.reg, icsd.pending, icsd.mailbox,
                            icsd.keys, icsd.tls};

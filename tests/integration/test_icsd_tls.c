@@ -92,7 +92,7 @@ int main(void)
     snprintf(a2, sizeof a2, "%s/server.key", certs);
     snprintf(a3, sizeof a3, "%s/ca.pem", certs);
     const char *args[] = {"--tls-cert", a1, "--tls-key", a2, "--tls-ca", a3, "--tls-port", "0",
-                          NULL};
+                          "--tls-handshake-timeout", "1", NULL};
     itest_start(&srv, args);
     char pf[400];
     snprintf(pf, sizeof pf, "%s/port", srv.dir);
@@ -147,6 +147,11 @@ int main(void)
     tmp.port = tls_port;
     fd = itest_connect(&tmp);
     CHECK_EQ(itest_req(fd, WIRE_OP_NOOP, 1, 0, NULL, 0, NULL, 0, NULL, 0), 0);
+    CHECK(itest_closed(fd, 5000));
+    close(fd);
+    /* A client that opens the TLS port and never finishes a handshake is
+     * closed after --tls-handshake-timeout (1 s here). */
+    fd = itest_connect(&tmp);
     CHECK(itest_closed(fd, 5000));
     close(fd);
     CHECK_EQ(itest_call(adm, &r, WIRE_OP_NOOP, 0, NULL, 0, NULL, 0, NULL, 0), 0);
