@@ -15,11 +15,13 @@
 #include <urcu/urcu-memb.h>
 
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #ifdef ICS_HAVE_ABSL
@@ -441,6 +443,61 @@ void BM_engine_demap(benchmark::State &st)
     set_counters(st, 1);
 }
 
+// Reads by device on the benchmark thread while a second thread, the
+// writer lane, keeps mapping and then demapping 200k pool rows (growing and
+// shrinking the indexes). Shows that readers never wait for the writer;
+// "writes" is the writer's rate meanwhile.
+void BM_engine_device_under_writes(benchmark::State &st)
+{
+    static uint64_t lsn = 1ull << 60;
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> writes{0};
+    std::thread writer([&] {
+        engine_thread_online(E);
+        size_t i = 0, n = D->pool_dev.size();
+        bool filling = true;
+        const std::string &u = D->uris[3];
+        uint64_t w = 0;
+        while (!stop.load(std::memory_order_relaxed)) {
+            if (filling) {
+                struct engine_map_req rq = {};
+                rq.dev = D->pool_dev[i].data();
+                rq.dev_len = 36;
+                rq.uri = u.data();
+                rq.uri_len = u.size();
+                rq.uti = D->pool_uti[i].data();
+                rq.uti_len = 36;
+                engine_map(E, &rq, ++lsn, nullptr);
+            } else {
+                engine_demap_device(E, D->pool_dev[i].data(), 36, ++lsn, nullptr, nullptr);
+            }
+            if (++i == n) {
+                i = 0;
+                filling = !filling;
+            }
+            w++;
+        }
+        for (size_t k = 0; k < n; k++) // put the table back
+            engine_demap_device(E, D->pool_dev[k].data(), 36, ++lsn, nullptr, nullptr);
+        writes.store(w);
+        engine_thread_offline(E);
+    });
+    engine_thread_online(E);
+    uint64_t x = 0x9999;
+    int64_t seen = 0;
+    for (auto _ : st) {
+        const Id &k = D->dev[pick(x, D->dev.size())];
+        benchmark::DoNotOptimize(
+            engine_inquire_device(E, k.data(), 36, count_row, &seen, nullptr));
+    }
+    stop.store(true);
+    writer.join();
+    st.counters["writes"] =
+        benchmark::Counter((double)writes.load(), benchmark::Counter::kIsRate);
+    set_counters(st, 1);
+    engine_thread_offline(E);
+}
+
 // --- references -------------------------------------------------------
 template <class Find> void lookup_dev(benchmark::State &st, Find find)
 {
@@ -556,6 +613,7 @@ LOOKUP(BM_engine_binding, setup_eng);
 BENCHMARK(BM_engine_device_batch16)->Setup(setup_eng)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK(BM_engine_map)->Setup(setup_eng);
 BENCHMARK(BM_engine_demap)->Setup(setup_eng);
+BENCHMARK(BM_engine_device_under_writes)->Setup(setup_eng)->UseRealTime();
 #ifdef ICS_HAVE_ABSL
 LOOKUP(BM_absl_device, setup_absl);
 LOOKUP(BM_absl_binding, setup_absl);
