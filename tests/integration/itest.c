@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -38,6 +39,35 @@ void itest_raise_nofile(void)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
+
+/* Servers still running when the test exits (a failed CHECK calls exit)
+ * are killed, so a failing test never leaves an icsd behind. */
+#define MAX_SRV 16
+static pid_t live[MAX_SRV];
+
+static void kill_live(void)
+{
+    for (int i = 0; i < MAX_SRV; i++)
+        if (live[i] > 0) {
+            kill(live[i], SIGKILL);
+            waitpid(live[i], NULL, 0);
+            live[i] = 0;
+        }
+}
+
+static void track(pid_t pid, int add)
+{
+    static int registered;
+    if (!registered) {
+        atexit(kill_live);
+        registered = 1;
+    }
+    for (int i = 0; i < MAX_SRV; i++)
+        if (add ? live[i] == 0 : live[i] == pid) {
+            live[i] = add ? pid : 0;
+            return;
+        }
 }
 
 static void read_cred(struct itest_srv *s)
@@ -85,6 +115,8 @@ static void spawn(struct itest_srv *s, const char *const *extra)
     if (pid < 0)
         DIE("fork: %s", strerror(errno));
     if (pid == 0) {
+        /* And if the test is killed (ctest timeout), the server dies too. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         int fd = open(logf, O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (fd >= 0) {
             dup2(fd, 2);
@@ -94,6 +126,7 @@ static void spawn(struct itest_srv *s, const char *const *extra)
         _exit(127);
     }
     s->pid = pid;
+    track(pid, 1);
     uint64_t t0 = now_ms();
     for (;;) {
         FILE *f = fopen(portf, "r");
@@ -108,6 +141,7 @@ static void spawn(struct itest_srv *s, const char *const *extra)
         }
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
+            track(pid, 0);
             char cmd[500];
             snprintf(cmd, sizeof cmd, "cat %s >&2", logf);
             if (system(cmd) < 0) {}
@@ -146,11 +180,14 @@ int itest_stop(struct itest_srv *s)
     int st = 0;
     for (;;) {
         pid_t r = waitpid(s->pid, &st, WNOHANG);
-        if (r == s->pid)
+        if (r == s->pid) {
+            track(s->pid, 0);
             break;
+        }
         if (now_ms() - t0 > 20000) {
             kill(s->pid, SIGKILL);
             waitpid(s->pid, &st, 0);
+            track(s->pid, 0);
             s->pid = 0;
             fprintf(stderr, "itest: icsd did not stop within 20 s of SIGTERM\n");
             return -1;
@@ -169,6 +206,7 @@ void itest_kill(struct itest_srv *s)
     if (s->pid > 0) {
         kill(s->pid, SIGKILL);
         waitpid(s->pid, NULL, 0);
+        track(s->pid, 0);
         s->pid = 0;
     }
 }
