@@ -209,6 +209,7 @@ struct engine {
     uint64_t inflight;           /* call_rcu callbacks not yet run */
     uint64_t exp_pos;            /* slot where the last expiry scan stopped */
     uint64_t seed;               /* of every hash (see dev_hash) */
+    size_t min_cap;              /* index floor, from initial_devices */
     int tsan_grace;              /* TSan: models the grace period */
 };
 
@@ -633,7 +634,10 @@ static void ix_remove(struct idx *x, uint64_t h, const void *old)
 
 static int ix_start(engine_t *e, struct idx *x, size_t live, bool checked)
 {
-    struct tab *t = tab_new(e, cap_for(live), checked);
+    size_t cap = cap_for(live);
+    if (cap < e->min_cap)
+        cap = e->min_cap; /* the initial_devices hint is a floor */
+    struct tab *t = tab_new(e, cap, checked);
     if (!t)
         return -ENOMEM;
     x->next = t;
@@ -696,7 +700,9 @@ static int ix_reserve(engine_t *e, struct idx *x, size_t add)
 /* After removals: shrink a mostly empty table (best effort). */
 static void ix_maybe_shrink(engine_t *e, struct idx *x)
 {
-    if (!x->next && x->cur->cap > MIN_CAP && x->live * 8 < x->cur->cap &&
+    /* Never below the capacity the caller asked for: a table filling up
+     * from empty is not a table to shrink. */
+    if (!x->next && x->cur->cap > e->min_cap && x->live * 8 < x->cur->cap &&
         cap_for(x->live) < x->cur->cap)
         ix_start(e, x, x->live, false);
 }
@@ -1807,6 +1813,7 @@ int engine_create(engine_t **out, const struct engine_config *cfg)
     e->bytes = sizeof *e;
     e->exp_state = EXP_NONE;
     size_t cap = cap_for(cfg->initial_devices);
+    e->min_cap = cap;
     e->dix.rehash = rec_hash;
     e->bix.rehash = row_hash;
     e->dix.cur = tab_new(e, cap, true);

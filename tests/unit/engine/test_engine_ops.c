@@ -552,6 +552,34 @@ static void test_shrink_then_refill(void)
     engine_destroy(e);
 }
 
+/* Regression (reported by the policy benchmark): with a large
+ * initial_devices hint, map + set_prefs per device used to start a shrink
+ * of the nearly empty table after every change, and maps then overfilled
+ * it. The hint is now a floor: no resize at all until the table fills. */
+static void test_hint_is_a_floor(void)
+{
+    engine_t *e = NULL;
+    struct engine_config cfg = {.initial_devices = 1000};
+    CHECK_EQ(engine_create(&e, &cfg), 0);
+    char d[32];
+    uint64_t lsn = 0;
+    for (int i = 0; i < 1000; i++) {
+        snprintf(d, sizeof d, "dev%d", i);
+        CHECK_EQ(map(e, d, "u", d, ++lsn), 0);
+        CHECK_EQ(engine_set_prefs(e, d, strlen(d), "p", 1, ++lsn), 0);
+    }
+    struct engine_stats st;
+    engine_stats(e, &st);
+    CHECK_EQ(st.rows, 1000);
+    CHECK_EQ(st.resizes, 0);
+    CHECK(st.device_slots >= 2000);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(d, sizeof d, "dev%d", i);
+        CHECK_EQ(engine_inquire_device(e, d, strlen(d), NULL, NULL, NULL), 1);
+    }
+    engine_destroy(e);
+}
+
 static void test_batch(void)
 {
     engine_t *e = mk(0, 0);
@@ -649,6 +677,7 @@ int main(void)
     test_batch();
     test_shrink_then_refill();
     test_thread_registration();
+    test_hint_is_a_floor();
     printf("test_engine_ops: ok\n");
     return 0;
 }
