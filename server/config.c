@@ -73,6 +73,8 @@ static const struct setting {
       "S   close a TLS connection whose handshake takes longer (default 10)"),
     S("tls-max-handshakes", K_U32, tls_max_handshakes,
       "N   TLS handshakes in progress per worker; more are refused (default 256)"),
+    S("principals", K_STR, principals,
+      "FILE   create or replace the principals listed there at start (all or nothing)"),
     S("tls-port", K_U32, tls_port, "N   TLS listener port on the listen host (default 11312; 0: any)"),
 #undef S
 };

@@ -45,6 +45,7 @@ struct icsd_config {
     uint32_t key_rotate_interval;   /* --key-rotate-interval seconds, 0 = never */
     uint32_t auth_threads;          /* --auth-threads: SASL/PBKDF2 threads, default 1 */
     uint32_t tls_handshake_timeout; /* --tls-handshake-timeout seconds, default 10 */
+    char principals[CONFIG_STR_MAX]; /* --principals FILE: import at start (all or nothing) */
     uint32_t tls_max_handshakes;    /* --tls-max-handshakes per worker, default 256 */
 };
 

@@ -342,6 +342,24 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (cfg->principals[0]) {
+        /* Config as code: every line parses or nothing is applied. */
+        char *text;
+        size_t len;
+        if ((rc = read_file(cfg->principals, &text, &len)) < 0) {
+            log_at(0, "%s: %s", cfg->principals, strerror(-rc));
+            return 1;
+        }
+        char perr[256] = "";
+        rc = principal_import(icsd.reg, icsd.store, text, len, perr, sizeof perr);
+        explicit_bzero(text, len);
+        free(text);
+        if (rc < 0) {
+            log_at(0, "%s:%s", cfg->principals, perr[0] ? perr : strerror(-rc));
+            return 1;
+        }
+        log_at(2, "%s: %d principals set", cfg->principals, rc);
+    }
 #ifdef ICS_HAVE_KEYS
     if ((rc = keys_maybe_rotate(icsd.keys, icsd.store, (uint64_t)time(NULL))) < 0)
         log_at(1, "signing key: %s", strerror(-rc));

@@ -61,6 +61,35 @@ int main(void)
     CHECK(run_icsd(args, out, sizeof out) != 0);
     CHECK(strstr(out, "allow-anonymous-remote") != NULL);
 
+    /* --principals: a bad line stops the start naming FILE:LINE, nothing
+     * applied; a good file creates the principals. */
+    char pf[300];
+    snprintf(pf, sizeof pf, "%s/principals", dir);
+    f = fopen(pf, "w");
+    fprintf(f, "# principals\npf roles=tpsp secret=pf-secret scopes=https://p.example/\n"
+               "broken roles=nosuchrole\n");
+    fclose(f);
+    snprintf(args, sizeof args, "--data %s/d4 --port 0 --principals %s", dir, pf);
+    CHECK(run_icsd(args, out, sizeof out) != 0);
+    snprintf(want, sizeof want, "%s:3", pf);
+    CHECK(strstr(out, want) != NULL);
+    f = fopen(pf, "w");
+    fprintf(f, "pf roles=tpsp secret=pf-secret scopes=https://p.example/\n");
+    fclose(f);
+    {
+        struct itest_srv ps;
+        const char *pa[] = {"--principals", pf, NULL};
+        itest_start(&ps, pa);
+        int t = itest_login(&ps, "pf", "pf-secret");
+        struct itest_resp pr = {0};
+        CHECK_EQ(itest_call(t, &pr, WIRE_OP_WHOAMI, 0, NULL, 0, NULL, 0, NULL, 0), 0);
+        CHECK_MEM(pr.value, "\0\2pf\0\4tpsp", 10);
+        itest_resp_free(&pr);
+        close(t);
+        CHECK_EQ(itest_stop(&ps), 0);
+        itest_cleanup(&ps);
+    }
+
     /* A good config file, then admin.cred. */
     struct itest_srv s;
     snprintf(conf, sizeof conf, "%s/good.conf", dir);
