@@ -69,8 +69,11 @@ fi
 for s in fuzz coverage lint bench; do
   if want $s && [ -x scripts/ci-$s.sh ]; then
     stage "$s"
-    out=$(scripts/ci-$s.sh 2>&1 | tee /dev/stderr | grep '^SUMMARY:' | sed 's/^SUMMARY: //')
+    # tee to a file, not /dev/stderr: reopening stderr would truncate a log
+    # file CI redirects us into.
+    scripts/ci-$s.sh 2>&1 | tee build/ci-$s.log
     rc=${PIPESTATUS[0]}
+    out=$(grep '^SUMMARY:' build/ci-$s.log | tail -1 | sed 's/^SUMMARY: //')
     [ "$rc" -eq 0 ] || FAILED=1
     note "$(printf '%-10s %s' $s "${out:-rc=$rc}")"
   fi
