@@ -24,6 +24,7 @@ void config_defaults(struct icsd_config *c)
     c->history_len = 16;
     c->pending_ttl = 600;
     c->tls_port = 11312;
+    c->tls_only_13 = 1;
     c->auth_threads = 1;
     c->tls_handshake_timeout = 10;
     c->tls_max_handshakes = 256;
@@ -75,6 +76,8 @@ static const struct setting {
       "N   TLS handshakes in progress per worker; more are refused (default 256)"),
     S("principals", K_STR, principals,
       "FILE   create or replace the principals listed there at start (all or nothing)"),
+    S("tls-only-13", K_BOOL, tls_only_13,
+      "   TLS 1.3 only (default); --tls-only-13=false also allows TLS 1.2"),
     S("tls-port", K_U32, tls_port, "N   TLS listener port on the listen host (default 11312; 0: any)"),
 #undef S
 };

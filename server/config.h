@@ -42,6 +42,7 @@ struct icsd_config {
     char tls_ca[CONFIG_STR_MAX];
     char tls_crl[CONFIG_STR_MAX];
     uint32_t tls_port;              /* --tls-port, default 11312; 0 = any */
+    int tls_only_13;                /* --tls-only-13 (default 1); false also allows TLS 1.2 */
     uint32_t key_rotate_interval;   /* --key-rotate-interval seconds, 0 = never */
     uint32_t auth_threads;          /* --auth-threads: SASL/PBKDF2 threads, default 1 */
     uint32_t tls_handshake_timeout; /* --tls-handshake-timeout seconds, default 10 */

@@ -386,6 +386,7 @@ int main(int argc, char **argv)
         tc.key_file = cfg->tls_key[0] ? cfg->tls_key : NULL;
         tc.ca_file = cfg->tls_ca[0] ? cfg->tls_ca : NULL;
         tc.crl_file = cfg->tls_crl[0] ? cfg->tls_crl : NULL;
+        tc.allow_tls12 = !cfg->tls_only_13;
         if ((rc = tls_ctx_create(&icsd.tls, &tc, err, sizeof err)) < 0) {
             log_at(0, "TLS: %s", err[0] ? err : strerror(-rc));
             return 1;

@@ -60,6 +60,9 @@ int main(void)
     CHECK_EQ(parse(&c, "mem-limit = 99999999999999999999\n", err), -EINVAL);
     CHECK_EQ(parse(&c, "config = other.conf\n", err), -EINVAL);
     CHECK_EQ(config_set(&c, "nosuch", "1", err, sizeof err), -ENOENT);
+    CHECK_EQ(c.tls_only_13, 1);
+    CHECK_EQ(parse(&c, "tls-only-13 = false\n", err), 0);
+    CHECK_EQ(c.tls_only_13, 0);
     CHECK(config_is_bool("truncate-corrupt"));
     CHECK(!config_is_bool("data"));
     CHECK(strstr(config_usage(), "--idle-timeout") != NULL);
