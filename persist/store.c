@@ -541,12 +541,30 @@ static void *commit_main(void *arg)
     struct bytes out = {0};
     struct wvec acks = {0};
     int relaxed = s->cfg.durability == STORE_RELAXED;
+    size_t prev = 0;   /* changes the previous batch acknowledged */
     pthread_mutex_lock(&s->lane);
     for (;;) {
         while (!s->batch.n && !s->waiters.n && !s->stopping)
             pthread_cond_wait(&s->work_cv, &s->lane);
         if (s->stopping && !s->batch.n && !s->waiters.n)
             break;
+        /* Commit delay: right after a batch's acknowledgements most of its
+         * writers are still on their way back with their next change. If
+         * the open batch holds under half as many, wait for them up to half
+         * a sync time (at most 1 ms): one fsync then serves them all instead
+         * of two. A lone writer (prev <= 1) never waits. */
+        if (!relaxed && prev > 1 && s->waiters.n < prev / 2 && !s->stopping) {
+            uint64_t syncs = LOAD(s->syncs), avg = syncs ? LOAD(s->sync_us) / syncs : 0;
+            uint64_t wait_us = avg / 2 < 1000 ? avg / 2 : 1000;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + wait_us * 1000u;
+            ts.tv_sec += (time_t)(ns / 1000000000u);
+            ts.tv_nsec = (long)(ns % 1000000000u);
+            while (wait_us && s->waiters.n < prev * 3 / 4 && !s->stopping &&
+                   pthread_cond_timedwait(&s->work_cv, &s->lane, &ts) == 0) {
+            }
+        }
         /* Swap the open batch out: writers go on filling a fresh one while
          * this one is written and synced. */
         struct bytes b = s->batch;
@@ -558,6 +576,7 @@ static void *commit_main(void *arg)
         s->waiters.n = 0;
         acks = w;
         uint64_t first = s->batch_first, last = LOAD(s->last_lsn);
+        prev = acks.n;
         pthread_mutex_unlock(&s->lane);
 
         int r = __atomic_load_n(&s->read_only, __ATOMIC_ACQUIRE) ? -EIO : 0;

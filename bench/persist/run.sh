@@ -4,25 +4,27 @@
 # "## Persistence").
 #   bench/persist/run.sh [--smoke] [--rows N] [--tail N] [--seconds S]
 #   --smoke: a seconds-long run (100k rows, ICS_BENCH_ROWS overrides)
+#   --parts "disk map relaxed recovery": a subset (default all)
 # Env: ICS_BUILD_DIR (default build/release). Data goes to a fresh
 # directory under ${TMPDIR:-/tmp} (the disk being measured) and is removed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SMOKE=0 ROWS="" TAIL="" SECS=""
+SMOKE=0 ROWS="" TAIL="" SECS="" PARTS="disk map relaxed recovery"
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) SMOKE=1 ;;
     --rows) ROWS=$2; shift ;;
     --tail) TAIL=$2; shift ;;
     --seconds) SECS=$2; shift ;;
-    *) echo "usage: $0 [--smoke] [--rows N] [--tail N] [--seconds S]" >&2; exit 2 ;;
+    --parts) PARTS=$2; shift ;;
+    *) echo "usage: $0 [--smoke] [--rows N] [--tail N] [--seconds S] [--parts LIST]" >&2; exit 2 ;;
   esac
   shift
 done
 if [ $SMOKE = 1 ]; then
-  ROWS=${ROWS:-${ICS_BENCH_ROWS:-100000}}; SECS=${SECS:-1}
+  ROWS=${ROWS:-${ICS_BENCH_ROWS:-100000}}; SECS=${SECS:-1}; ROUNDS=1
 else
-  ROWS=${ROWS:-10000000}; SECS=${SECS:-5}
+  ROWS=${ROWS:-10000000}; SECS=${SECS:-5}; ROUNDS=${ROUNDS:-3}
 fi
 TAIL=${TAIL:-$(( ROWS / 10 ))}
 BUILD=${ICS_BUILD_DIR:-build/release}
@@ -69,25 +71,40 @@ ROWS_OUT=()
 row() { ROWS_OUT+=("$(printf '| %-46s | %12s | %12s | %7s |' "$1" "$2" "$3" "$4")"); }
 
 echo "persist bench: rows=$ROWS tail=$TAIL seconds=$SECS dir=$TMP"
+want() { [[ " $PARTS " == *" $1 "* ]]; }
 # 1. The disk itself.
-D=$("$BP" dsync --dir "$TMP" --seconds "$SECS"); echo "$D"
-DSYNC=$(echo "$D" | kv writes_per_s)
+DSYNC=0
+if want disk || want map; then
+  D=$("$BP" dsync --dir "$TMP" --seconds "$SECS"); echo "$D"
+  DSYNC=$(echo "$D" | kv writes_per_s)
+fi
 
 # 2. Durable maps vs Redis appendfsync always, 1/16/64 writers.
+if want map; then
 redis_start always --appendonly yes --appendfsync always
+# The disk's speed drifts (a shared VM): each side is measured ROUNDS times,
+# alternating, and the medians are compared.
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 for N in 1 16 64; do
-  mkdir -p "$TMP/m$N"
-  M=$("$BP" map --dir "$TMP/m$N" --writers $N --seconds "$SECS"); echo "$M"
-  OURS=$(echo "$M" | kv changes_per_s); PERSYNC=$(echo "$M" | kv changes_per_sync)
-  REQ=$(awk -v r="$OURS" -v s="$SECS" -v n=$N 'BEGIN { x = int(r * s / 2); if (x < 20 * n) x = 20 * n; print x }')
-  RED=$(redis_set_rate $N "$REQ"); echo "redis appendfsync=always clients=$N requests=$REQ set_per_s=$RED"
+  OURS_L="" RED_L="" SYNC_L=""
+  for _ in $(seq $ROUNDS); do
+    mkdir -p "$TMP/m$N"
+    M=$("$BP" map --dir "$TMP/m$N" --writers $N --seconds "$SECS"); echo "$M"
+    O=$(echo "$M" | kv changes_per_s); OURS_L+="$O\n"; SYNC_L+="$(echo "$M" | kv changes_per_sync)\n"
+    REQ=$(awk -v r="$O" -v s="$SECS" -v n=$N 'BEGIN { x = int(r * s / 2); if (x < 20 * n) x = 20 * n; print x }')
+    R=$(redis_set_rate $N "$REQ"); echo "redis appendfsync=always clients=$N requests=$REQ set_per_s=$R"
+    RED_L+="$R\n"
+    rm -rf "$TMP/m$N"
+  done
+  OURS=$(printf "$OURS_L" | median); RED=$(printf "$RED_L" | median); PERSYNC=$(printf "$SYNC_L" | median)
   row "durable map, $N writer(s) (changes/s; per fsync $PERSYNC)" "$OURS" "$RED" "$(ratio "$OURS" "$RED")x"
   [ $N = 1 ] && row "1 writer vs raw O_DSYNC 4 KiB writes/s" "$OURS" "$DSYNC (disk)" "$(ratio "$OURS" "$DSYNC")x"
-  rm -rf "$TMP/m$N"
 done
 redis_stop
+fi
 
 # 3. Relaxed (acknowledged before the sync, synced within 10 ms) vs everysec.
+if want relaxed; then
 redis_start everysec --appendonly yes --appendfsync everysec
 mkdir -p "$TMP/rx"
 M=$("$BP" map --dir "$TMP/rx" --writers 16 --seconds "$SECS" --relaxed); echo "$M"
@@ -97,10 +114,12 @@ RED=$(redis_set_rate 16 "$REQ"); echo "redis appendfsync=everysec clients=16 set
 row "relaxed map vs appendfsync everysec, 16 writers" "$OURS" "$RED" "$(ratio "$OURS" "$RED")x"
 rm -rf "$TMP/rx"
 redis_stop
+fi
 
 # 4. Recovery and snapshot size: the same rows in both (36-byte device IDs
 #    and UTIs, 28-byte URIs, 2 rows per device); Redis as a user would store
 #    them: a HASH per device, a STRING per binding.
+if want recovery; then
 redis_start rdb --appendonly no --dbfilename dump.rdb
 "$BP" build --dir "$TMP/rec" --rows "$ROWS" --tail "$TAIL" --redis 2>"$TMP/build.txt" |
   redis-cli -p $RPORT --pipe >"$TMP/pipe.txt"
@@ -122,6 +141,7 @@ R2=$("$BP" recover --dir "$TMP/rec" --initial $(( (ROWS + TAIL) / 2 ))); echo "$
 row "recovery rows/s (snapshot + $TAIL-record log)" "$(echo "$R1" | kv rows_per_s)" "$RRATE" "$(ratio "$(echo "$R1" | kv rows_per_s)" "$RRATE")x"
 row "recovery rows/s, engine presized" "$(echo "$R2" | kv rows_per_s)" "$RRATE" "$(ratio "$(echo "$R2" | kv rows_per_s)" "$RRATE")x"
 row "snapshot bytes/row vs RDB bytes/row" "$SNAPB" "$RDBROW" "$(ratio "$SNAPB" "$RDBROW")x"
+fi
 
 echo
 printf '| %-46s | %12s | %12s | %7s |\n' figure icsd redis ratio
