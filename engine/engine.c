@@ -89,9 +89,10 @@ struct ntab {
     size_t cap, n;
 };
 
-struct blob {
-    uint32_t len;
-    uint8_t b[];
+/* A device's preferences as a reader sees them: bytes inside its record. */
+struct pfv {
+    const uint8_t *p;
+    uint32_t len; /* 0: none */
 };
 
 /* One history entry: immutable once published, freed by call_rcu when a
@@ -106,11 +107,9 @@ struct hent {
     uint8_t b[];
 };
 
-/* A device's rarely used parts, shared by all versions of its record:
- * the prefs blob and the history ring. Allocated with the device when
- * history_len > 0, else on its first set_prefs. */
+/* A device's history ring, shared by all versions of its record.
+ * Allocated with the device when history_len > 0, never replaced. */
 struct ext {
-    struct blob *prefs; /* NULL: none; replaced in place (atomic) */
     uint32_t lock;      /* tiny spinlock among concurrent history adders */
     uint32_t pad;
     uint64_t head;      /* entries ever added; ring[(head-1) % len] is newest */
@@ -131,19 +130,36 @@ struct __attribute__((packed)) row {
 };
 #define ROW_SZ(l) (offsetof(struct row, uti) + (size_t)(l))
 
-/* One device: a single allocation holding the device ID and its rows. */
+/* One device: a single allocation holding the device ID, its preferences
+ * (if any) and its rows. The prefs live inline, right after the ID, so a
+ * row read that evaluates them touches no other block (issue 7: a separate
+ * block cost one cache miss per inquiry); a device without prefs pays
+ * nothing for them, not even a length: bit 0 of ext says they are there. */
 struct rec {
     struct name *owner;   /* interned, NULL: none */
-    struct ext *ext;      /* NULL: no prefs, no history; set in place (atomic) */
+    uintptr_t ext;        /* struct ext * (history; NULL: none) | REC_PREFS */
     uint32_t nrows;
     uint8_t dev_len;      /* 1..128 */
-    uint8_t dev[];        /* then the rows */
+    uint8_t dev[];        /* then, if REC_PREFS, u32 len + len bytes of
+                             prefs (unaligned), then the rows */
 };
+#define REC_PREFS ((uintptr_t)1)
 #define REC_HDR(dl) (offsetof(struct rec, dev) + (size_t)(dl))
+#define PF_SZ(l) (sizeof(uint32_t) + (size_t)(l))
 
+/* Bytes of the inline prefs (0 or PF_SZ(len)). A record version never
+ * changes them: set_prefs publishes a new version. */
+static inline size_t rec_pf_bytes(const struct rec *r)
+{
+    if (!(r->ext & REC_PREFS))
+        return 0;
+    uint32_t l;
+    memcpy(&l, r->dev + r->dev_len, sizeof l);
+    return PF_SZ(l);
+}
 static inline struct row *rec_rows(const struct rec *r)
 {
-    return (struct row *)((uint8_t *)r + REC_HDR(r->dev_len));
+    return (struct row *)((uint8_t *)r + REC_HDR(r->dev_len) + rec_pf_bytes(r));
 }
 static inline struct row *row_next(const struct row *w)
 {
@@ -774,14 +790,14 @@ static inline struct tab *cur_tab(const struct idx *x)
 }
 
 static void row_view(struct engine_row *v, const struct rec *r,
-                     const struct blob *pf, const struct row *w)
+                     struct pfv pf, const struct row *w)
 {
     v->device = r->dev;
     v->device_len = r->dev_len;
     v->owner = r->owner ? r->owner->b : NULL;
     v->owner_len = r->owner ? r->owner->len : 0;
-    v->prefs = pf ? pf->b : NULL;
-    v->prefs_len = pf ? pf->len : 0;
+    v->prefs = pf.len ? pf.p : NULL;
+    v->prefs_len = pf.len;
     if (w) {
         v->uri = w->uri->b;
         v->uri_len = w->uri->len;
@@ -797,21 +813,25 @@ static void row_view(struct engine_row *v, const struct rec *r,
     }
 }
 
+/* Both are plain loads: a record version is immutable once published (the
+ * release store of its index slot orders its bytes before readers). */
 static inline struct ext *rec_ext(const struct rec *r)
 {
-    /* consume: the ext was initialized before set_prefs stored it. */
-    return __atomic_load_n(&r->ext, __ATOMIC_CONSUME);
+    return (struct ext *)(r->ext & ~REC_PREFS);
 }
-static inline const struct blob *rec_prefs(const struct rec *r)
+static inline struct pfv rec_prefs(const struct rec *r)
 {
-    const struct ext *x = rec_ext(r);
-    /* consume: the blob's bytes were written before set_prefs stored it. */
-    return x ? __atomic_load_n(&x->prefs, __ATOMIC_CONSUME) : NULL;
+    struct pfv v = {NULL, 0};
+    if (r->ext & REC_PREFS) {
+        memcpy(&v.len, r->dev + r->dev_len, sizeof v.len);
+        v.p = r->dev + r->dev_len + sizeof v.len;
+    }
+    return v;
 }
 
 static int visit_rows(const struct rec *r, engine_row_fn fn, void *arg)
 {
-    const struct blob *pf = rec_prefs(r);
+    struct pfv pf = rec_prefs(r);
     const struct row *w = rec_rows(r);
     for (uint32_t i = 0; i < r->nrows; i++, w = row_next(w)) {
         if (fn) {
@@ -1050,7 +1070,7 @@ int engine_iterate(engine_t *e, uint64_t *cursor, size_t max, engine_row_fn fn,
             }
             for (; i < j; i++) {
                 const struct rec *r = c[i].r;
-                const struct blob *pf = rec_prefs(r);
+                struct pfv pf = rec_prefs(r);
                 const struct row *rw = rec_rows(r);
                 for (uint32_t k = 0; k < r->nrows; k++, rw = row_next(rw)) {
                     if (fn) {
@@ -1128,7 +1148,6 @@ int engine_collect_expired(engine_t *e, uint32_t now, size_t max,
         if (sw <= SLOT_TOMB)
             continue;
         const struct rec *r = ptr_of(sw);
-        const struct blob *pf = NULL;
         const struct row *w = rec_rows(r);
         for (uint32_t k = 0; k < r->nrows; k++, w = row_next(w)) {
             if (!w->exp)
@@ -1145,9 +1164,7 @@ int engine_collect_expired(engine_t *e, uint32_t now, size_t max,
             }
             if (fn) {
                 struct engine_row v;
-                if (!pf)
-                    pf = rec_prefs(r);
-                row_view(&v, r, pf, w);
+                row_view(&v, r, rec_prefs(r), w);
                 int rc = fn(arg, &v);
                 if (rc) {
                     visited = rc;
@@ -1210,9 +1227,10 @@ static void write_begin(engine_t *e)
     ix_step(e, &e->bix, MIG_STEP);
 }
 
-static size_t rec_size(size_t dev_len, size_t rows_bytes)
+/* bytes: the inline prefs and the rows */
+static size_t rec_size(size_t dev_len, size_t bytes)
 {
-    return REC_HDR(dev_len) + rows_bytes;
+    return REC_HDR(dev_len) + bytes;
 }
 
 /* Not stored, to keep the header small: the writer walks the rows. */
@@ -1226,7 +1244,7 @@ static size_t rows_bytes(const struct rec *r)
 }
 static size_t rec_bytes(const struct rec *r)
 {
-    return rec_size(r->dev_len, rows_bytes(r));
+    return rec_size(r->dev_len, rec_pf_bytes(r) + rows_bytes(r));
 }
 
 static size_t ext_size(uint32_t hlen)
@@ -1248,12 +1266,13 @@ static struct rec *rec_alloc(engine_t *e, size_t dev_len, size_t rbytes,
     return eng_alloc(e, sz, checked);
 }
 
+/* Copies the header, the ID and the inline prefs. */
 static void rec_header_from(struct rec *n, const struct rec *o)
 {
     n->owner = o->owner;
-    n->ext = o->ext; /* writer: its own latest store */
+    n->ext = o->ext;
     n->dev_len = o->dev_len;
-    memcpy(n->dev, o->dev, o->dev_len);
+    memcpy(n->dev, o->dev, o->dev_len + rec_pf_bytes(o));
 }
 
 /* Copies a row into a new record at dst, fixing its back offset. */
@@ -1330,7 +1349,9 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
         memset(hs, 0, ext_size(e->hlen));
     }
     size_t ob = old ? rows_bytes(old) : 0;
-    struct rec *nr = rec_alloc(e, rq->dev_len, ob + ROW_SZ(rq->uti_len), true);
+    size_t pfb = old ? rec_pf_bytes(old) : 0;
+    struct rec *nr = rec_alloc(e, rq->dev_len, pfb + ob + ROW_SZ(rq->uti_len),
+                               true);
     if (!nr)
         goto nomem;
 
@@ -1339,7 +1360,7 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
         rec_header_from(nr, old);
         nr->nrows = old->nrows + 1;
     } else {
-        nr->ext = hs;
+        nr->ext = (uintptr_t)hs;
         nr->dev_len = (uint8_t)rq->dev_len;
         memcpy(nr->dev, rq->dev, rq->dev_len);
         nr->nrows = 1;
@@ -1385,7 +1406,7 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
     if (old) {
         if (ow != prev_owner)
             name_unref(e, &e->owners, prev_owner);
-        retire(e, old, rec_size(old->dev_len, ob));
+        retire(e, old, rec_size(old->dev_len, pfb + ob));
     }
     publish_lsn(e, lsn);
     if (row_lsn)
@@ -1427,7 +1448,7 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
     struct rec *nr = NULL;
     if (!drop) {
         /* Unchecked: removing rows must work at the memory limit. */
-        nr = rec_alloc(e, old->dev_len, keep_bytes, false);
+        nr = rec_alloc(e, old->dev_len, rec_pf_bytes(old) + keep_bytes, false);
         if (!nr)
             return -ENOMEM;
         rec_header_from(nr, old);
@@ -1440,7 +1461,7 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
     }
     /* Publish: binding slots first, so a binding reader never finds a row
      * after device readers stopped seeing it. */
-    const struct blob *pf = rec_prefs(old);
+    struct pfv pf = rec_prefs(old);
     const struct row *nw = nr ? rec_rows(nr) : NULL;
     w = rec_rows(old);
     for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w)) {
@@ -1470,15 +1491,9 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
     for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w))
         if (pick(w, ctx))
             name_unref(e, &e->uris, (struct name *)w->uri);
-    if (drop) {
+    if (drop) /* no history: no ext; the prefs go with the record */
         name_unref(e, &e->owners, old->owner);
-        if (old->ext) { /* prefs only: a device with history is never dropped */
-            if (pf)
-                retire(e, (void *)pf, sizeof(struct blob) + pf->len);
-            retire(e, old->ext, ext_size(e->hlen));
-        }
-    }
-    retire(e, old, rec_size(old->dev_len, old_bytes));
+    retire(e, old, rec_size(old->dev_len, rec_pf_bytes(old) + old_bytes));
     return (int)k;
 }
 
@@ -1617,42 +1632,41 @@ int engine_set_prefs(engine_t *e, const void *dev, size_t dev_len,
         return -EINVAL;
     write_begin(e);
     size_t di;
-    struct rec *r = dev_find(e->dix.cur, dev_hash(e, dev, dev_len), dev, dev_len,
-                             &di);
-    if (!r || !r->nrows)
+    uint64_t dh = dev_hash(e, dev, dev_len);
+    struct rec *old = dev_find(e->dix.cur, dh, dev, dev_len, &di);
+    if (!old || !old->nrows)
         return -ENOENT;
-    struct blob *b = NULL;
+    size_t opf = rec_pf_bytes(old);
+    if (!len && !opf) {
+        write_end(e, lsn);
+        return 0; /* clearing what was never set */
+    }
+    /* A new version of the record with the new prefs inline, published like
+     * a map: device slot first, then each row's binding slot. */
+    size_t rb = rows_bytes(old);
+    size_t npf = len ? PF_SZ(len) : 0;
+    struct rec *nr = rec_alloc(e, old->dev_len, npf + rb, true);
+    if (!nr)
+        return -ENOMEM;
+    nr->owner = old->owner;
+    nr->ext = (old->ext & ~REC_PREFS) | (len ? REC_PREFS : 0);
+    nr->nrows = old->nrows;
+    nr->dev_len = old->dev_len;
+    memcpy(nr->dev, old->dev, old->dev_len);
     if (len) {
-        b = eng_alloc(e, sizeof *b + len, true);
-        if (!b)
-            return -ENOMEM;
-        b->len = (uint32_t)len;
-        memcpy(b->b, prefs, len);
+        uint32_t l = (uint32_t)len;
+        memcpy(nr->dev + nr->dev_len, &l, sizeof l);
+        memcpy(nr->dev + nr->dev_len + sizeof l, prefs, len);
     }
-    struct ext *x = r->ext; /* writer: its own latest store */
-    if (!x) {
-        if (!b) {
-            write_end(e, lsn);
-            return 0; /* clearing what was never set */
-        }
-        x = eng_alloc(e, ext_size(e->hlen), true);
-        if (!x) {
-            eng_free(e, b, sizeof *b + len);
-            return -ENOMEM;
-        }
-        memset(x, 0, ext_size(e->hlen));
-        x->prefs = b;
-        /* release: readers of this record version acquire x initialized.
-         * Older versions keep NULL (their own, older state). */
-        __atomic_store_n(&r->ext, x, __ATOMIC_RELEASE);
-    } else {
-        struct blob *old = x->prefs;
-        /* release: readers acquire the blob's bytes. Every version of the
-         * record shares x, so all see the new prefs from here on. */
-        __atomic_store_n(&x->prefs, b, __ATOMIC_RELEASE);
-        if (old)
-            retire(e, old, sizeof *old + old->len);
-    }
+    uint8_t *dst = (uint8_t *)rec_rows(nr);
+    const struct row *w = rec_rows(old);
+    for (uint32_t k = 0; k < old->nrows; k++, w = row_next(w))
+        dst += ROW_SZ(row_copy(nr, dst, w)->uti_len);
+    ix_set(&e->dix, di, dh, nr); /* linearization point for device readers */
+    const struct row *ow_ = rec_rows(old), *nw = rec_rows(nr);
+    for (uint32_t k = 0; k < old->nrows; k++, ow_ = row_next(ow_), nw = row_next(nw))
+        ix_repoint(&e->bix, row_hash(e, ow_), ow_, nw);
+    retire(e, old, rec_size(old->dev_len, opf + rb));
     write_end(e, lsn);
     return 0;
 }
@@ -1853,13 +1867,12 @@ void engine_destroy(engine_t *e)
         if (t->s[i] <= SLOT_TOMB)
             continue;
         struct rec *r = ptr_of(t->s[i]);
-        if (r->ext) {
+        struct ext *x = rec_ext(r);
+        if (x) {
             for (uint32_t k = 0; k < e->hlen; k++)
-                if (r->ext->ring[k])
-                    eng_free(e, r->ext->ring[k], hent_size(r->ext->ring[k]));
-            if (r->ext->prefs)
-                eng_free(e, r->ext->prefs, sizeof(struct blob) + r->ext->prefs->len);
-            eng_free(e, r->ext, ext_size(e->hlen));
+                if (x->ring[k])
+                    eng_free(e, x->ring[k], hent_size(x->ring[k]));
+            eng_free(e, x, ext_size(e->hlen));
         }
         eng_free(e, r, rec_bytes(r));
     }
