@@ -41,6 +41,7 @@ static int usage(void)
 static int read_all(const char *path, uint8_t **buf, uint64_t *n)
 {
     const struct store_io *io = store_io_default();
+    *buf = NULL;
     int fd = io->open(io->ctx, path, O_RDONLY, 0);
     if (fd < 0)
         return fd;
@@ -210,7 +211,8 @@ int main(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/%s", o.dir, segs[i].name);
         uint8_t *buf = NULL;
         uint64_t n = 0;
-        if (read_all(path, &buf, &n) < 0) {
+        if (read_all(path, &buf, &n) < 0 || !buf) {
+            free(buf);
             printf("segment %s: cannot read\n", path);
             damaged = 1;
             continue;
