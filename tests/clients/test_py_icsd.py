@@ -387,6 +387,7 @@ class Cli(Base):
         ok("map", "cli-dev", "https://cli.example/a", "cli-u1")
         self.assertIn("map", self.cli("history", "cli-dev")[1])
         ok("stats")
+        ok("version")
         ok("snapshot")
         ok("keys", "issue", "3", "--out", os.path.join(self.srv.tmp, "kb"))
         self.assertEqual(self.cli("keys", "validate", os.path.join(self.srv.tmp, "kb"))[1].strip(), "valid")
