@@ -19,6 +19,8 @@ typedef struct fake_server {
     uint16_t port;
     int mode;
     pthread_t thr;
+    /* Shared between the test and the server thread; plain atomic_* calls,
+     * so seq_cst: a test counter, simplicity over speed. */
     atomic_int stop;
     atomic_int connections;   /* accepted so far */
     atomic_int dropped_reads; /* "dropread" requests dropped so far */

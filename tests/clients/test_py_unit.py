@@ -255,7 +255,23 @@ class CliTest(unittest.TestCase):
                            text=True, env={k: v for k, v in os.environ.items() if k != "ICS_CRED"})
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("admin (admin)", p.stdout)
-        os.rename(os.path.join(self.tmp.name, "var", "ics", "admin.cred"), self.cred)
+        # ... and <repo root>/var/ics/admin.cred, the root found from the
+        # script's own location, whatever the working directory
+        repo = os.path.join(self.tmp.name, "repo")
+        os.makedirs(os.path.join(repo, "clients", "cli"))
+        os.makedirs(os.path.join(repo, "clients", "python"))
+        os.symlink(str(Path(CLI).resolve().parents[1] / "python" / "icsclient"),
+                   os.path.join(repo, "clients", "python", "icsclient"))
+        with open(CLI) as src, open(os.path.join(repo, "clients", "cli", "ics"), "w") as dst:
+            dst.write(src.read())
+        os.makedirs(os.path.join(repo, "var", "ics"))
+        os.rename(os.path.join(self.tmp.name, "var", "ics", "admin.cred"),
+                  os.path.join(repo, "var", "ics", "admin.cred"))
+        p = subprocess.run([sys.executable, os.path.join(repo, "clients", "cli", "ics"), "whoami"],
+                           cwd=os.path.join(self.tmp.name, "var"), capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "ICS_CRED"})
+        self.assertEqual(p.returncode, 0, p.stderr)
+        os.rename(os.path.join(repo, "var", "ics", "admin.cred"), self.cred)
 
         self.assertEqual(self.cli("map", "dev1", "https://a/x", "uti-1")[0], 0)
         rc, out, _ = self.cli("--json", "inquire", "device", "dev1")
