@@ -5,7 +5,9 @@
  *   crash_harness WRITER_BINARY
  *
  * Each round starts crash_writer on the same data directory (recovery
- * first), lets it run 30-300 ms, SIGKILLs it (every other round it also
+ * first; every fourth round in STORE_RELAXED, whose acknowledged changes
+ * are written and so must survive a killed process), lets it run 30-300 ms,
+ * SIGKILLs it (every other round it also
  * runs with ICS_CRASH_POINTS (and ICS_CRASH_AT to pick one kind), so it may
  * abort() itself between write and fsync, around the snapshot rename, or
  * mid-snapshot), then opens
@@ -230,7 +232,10 @@ int main(int argc, char **argv)
             }
             char g[16];
             snprintf(g, sizeof(g), "%d", round);
-            execl(argv[1], argv[1], dir, g, "16", (char *)NULL);
+            /* Every fourth round in STORE_RELAXED: its acknowledgements
+             * must survive a killed process too (they are written). */
+            execl(argv[1], argv[1], dir, g, "16", round % 4 == 3 ? "relaxed" : "sync",
+                  (char *)NULL);
             _exit(127);
         }
         close(p[1]);

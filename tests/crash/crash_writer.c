@@ -5,7 +5,7 @@
  * line so a line is never torn. Tiny segments and snapshot thresholds make
  * rotations and background snapshots happen all the time.
  *
- *   crash_writer DIR GENERATION [THREADS]
+ *   crash_writer DIR GENERATION [THREADS [relaxed]]
  *
  * Thread t of generation g works on devices g<g>t<t>n<n>: maps row /0,
  * maps row /1 (each waited for), and for odd n demaps the whole previous
@@ -113,8 +113,12 @@ int main(int argc, char **argv)
     struct engine_config ec = {.initial_devices = 4096};
     if (engine_create(&e, &ec) < 0)
         return 5;
+    /* relaxed: acknowledged once written, so a killed process (not a lost
+     * machine) still keeps every acknowledged change. */
+    int relaxed = argc > 4 && !strcmp(argv[4], "relaxed");
     struct store_config cfg = {.dir = argv[1], .segment_bytes = 16 << 10,
-                               .snapshot_log_bytes = 48 << 10};
+                               .snapshot_log_bytes = 48 << 10,
+                               .durability = relaxed ? STORE_RELAXED : STORE_SYNC};
     char err[512];
     if (store_open(&s, e, &cfg, err, sizeof(err)) < 0 || store_recover(s, err, sizeof(err)) < 0) {
         fprintf(stderr, "crash_writer: %s\n", err);
