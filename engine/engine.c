@@ -95,26 +95,47 @@ struct pfv {
     uint32_t len; /* 0: none */
 };
 
-/* One history entry: immutable once published, freed by call_rcu when a
- * newer entry overwrites its ring cell (adders may be on any thread, so it
- * cannot use the writer's retire batch). */
-struct hent {
+/* History ring (issue 7: recording an inquiry must cost little). Each
+ * device's ring is one block of fixed cells, allocated with the device, and
+ * an adder rewrites the cell in place: no allocation, no RCU free, and only
+ * stores to the cell's lines (the CPU does not wait for them). Cells use a
+ * seqlock: readers copy the words out and keep the copy only if the
+ * cell's version did not move meanwhile; every shared word is accessed
+ * atomically, so a reader racing a rewrite reads torn values, never a data
+ * race, and discards them. A cell is one cache line (the ring is
+ * line-aligned): an add dirties the ring's head line and one cell line, so
+ * a busy ring evicts little of the table from the caches. Cell words:
+ *   c[0] version: 2 * seq + 2 when stable, odd while being rewritten
+ *   c[1] unix micros
+ *   c[2] event | plen << 8 | ulen << 24 | tlen << 40
+ *   c[3..7] principal, URI, UTI bytes when they fit (HC_INLINE), else in
+ *          the cell's overflow buffer (after the cells), which is kept for
+ *          reuse and replaced (freed by call_rcu) only when a longer entry
+ *          needs more room. */
+#define HC_W 8u                           /* words per cell: 64 bytes */
+#define HC_INLINE ((HC_W - 3u) * 8u)      /* inline entry bytes */
+#define HE_MAX (ENGINE_NAME_MAX + ENGINE_URI_MAX + ENGINE_ID_MAX)
+#define HE_MAX_W ((HE_MAX + 7u) / 8u)
+
+struct hbuf {
     struct rcu_head rcu;
     engine_t *e;
-    uint64_t seq, micros;
-    uint16_t plen, ulen, tlen;
-    uint8_t event;
-    uint8_t b[];
+    uint32_t nw;    /* words in w[] */
+    uint32_t pad;
+    uint64_t w[];
 };
 
 /* A device's history ring, shared by all versions of its record.
  * Allocated with the device when history_len > 0, never replaced. */
 struct ext {
     uint32_t lock;      /* tiny spinlock among concurrent history adders */
-    uint32_t pad;
-    uint64_t head;      /* entries ever added; ring[(head-1) % len] is newest */
-    struct hent *ring[];
+    uint32_t shift;     /* bytes from the allocation's start to here */
+    uint64_t head;      /* entries ever added; cell (head-1) % len is newest */
+    uint64_t pad[6];    /* the cells start on a line of their own */
+    uint64_t cell[];    /* history_len cells of HC_W words, then
+                           history_len overflow pointers (struct hbuf *) */
 };
+#define EXT_ALIGN 64u
 
 /* One row, stored inline in its device record, packed (no padding: x86
  * loads unaligned words at full speed) and variable-sized (UTI inline).
@@ -858,8 +879,9 @@ static inline uint64_t ld_lsn(engine_t *e)
     return __atomic_load_n(&e->last_lsn, __ATOMIC_ACQUIRE);
 }
 
-int engine_inquire_device(engine_t *e, const void *dev, size_t dev_len,
-                          engine_row_fn fn, void *arg, uint64_t *lsn)
+int engine_inquire_device_ex(engine_t *e, const void *dev, size_t dev_len,
+                             engine_row_fn fn, void *arg, uint64_t *lsn,
+                             unsigned flags)
 {
     if (!dev || bad_id(dev_len))
         return -EINVAL;
@@ -868,9 +890,26 @@ int engine_inquire_device(engine_t *e, const void *dev, size_t dev_len,
     if (lsn)
         *lsn = ld_lsn(e);
     const struct rec *r = dev_find(cur_tab(&e->dix), h, dev, dev_len, NULL);
-    int rc = (r && r->nrows) ? visit_rows(r, fn, arg) : -ENOENT;
+    int rc = -ENOENT;
+    if (r && r->nrows) {
+        /* The history ring's head line is a cache miss the caller's
+         * engine_history_add_row would wait for: start it now, for write,
+         * so it overlaps the row visit. */
+        if (flags & ENGINE_INQ_RECORD) {
+            const struct ext *x = rec_ext(r);
+            if (x)
+                __builtin_prefetch(x, 1, 3);
+        }
+        rc = visit_rows(r, fn, arg);
+    }
     rd_unlock(e);
     return rc;
+}
+
+int engine_inquire_device(engine_t *e, const void *dev, size_t dev_len,
+                          engine_row_fn fn, void *arg, uint64_t *lsn)
+{
+    return engine_inquire_device_ex(e, dev, dev_len, fn, arg, lsn, 0);
 }
 
 int engine_inquire_binding(engine_t *e, const void *uri, size_t uri_len,
@@ -1247,14 +1286,16 @@ static size_t rec_bytes(const struct rec *r)
     return rec_size(r->dev_len, rec_pf_bytes(r) + rows_bytes(r));
 }
 
+/* Bytes allocated for a ring, with room to align it to a cache line. */
 static size_t ext_size(uint32_t hlen)
 {
-    return sizeof(struct ext) + (size_t)hlen * sizeof(struct hent *);
+    return sizeof(struct ext) + (size_t)hlen * (HC_W + 1) * sizeof(uint64_t) +
+           EXT_ALIGN - 1;
 }
 
-static size_t hent_size(const struct hent *h)
+static size_t hbuf_size(uint32_t nw)
 {
-    return sizeof *h + (size_t)h->plen + h->ulen + h->tlen;
+    return sizeof(struct hbuf) + (size_t)nw * sizeof(uint64_t);
 }
 
 static struct rec *rec_alloc(engine_t *e, size_t dev_len, size_t rbytes,
@@ -1343,10 +1384,13 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
         }
     }
     if (!old && e->hlen) {
-        hs = eng_alloc(e, ext_size(e->hlen), true);
-        if (!hs)
+        uint8_t *m = eng_alloc(e, ext_size(e->hlen), true);
+        if (!m)
             goto nomem;
-        memset(hs, 0, ext_size(e->hlen));
+        size_t sh = (EXT_ALIGN - ((uintptr_t)m & (EXT_ALIGN - 1))) & (EXT_ALIGN - 1);
+        hs = (struct ext *)(void *)(m + sh);
+        memset(hs, 0, ext_size(e->hlen) - sh);
+        hs->shift = (uint32_t)sh;
     }
     size_t ob = old ? rows_bytes(old) : 0;
     size_t pfb = old ? rec_pf_bytes(old) : 0;
@@ -1419,7 +1463,7 @@ nomem:
     if (no)
         eng_free(e, no, name_size(no->len));
     if (hs)
-        eng_free(e, hs, ext_size(e->hlen));
+        eng_free(e, (uint8_t *)hs - hs->shift, ext_size(e->hlen));
     return -ENOMEM;
 }
 
@@ -1674,57 +1718,45 @@ int engine_set_prefs(engine_t *e, const void *dev, size_t dev_len,
 /* ------------------------------------------------------------------------ */
 /* History                                                                   */
 
-static void hent_cb(struct rcu_head *h)
+static void hbuf_cb(struct rcu_head *h)
 {
-    struct hent *x = caa_container_of(h, struct hent, rcu);
+    struct hbuf *x = caa_container_of(h, struct hbuf, rcu);
     tsan_acquire(x);
     engine_t *e = x->e;
     tsan_acquire(&e->tsan_grace);
-    eng_free(e, x, hent_size(x));
+    eng_free(e, x, hbuf_size(x->nw));
     __atomic_fetch_sub(&e->inflight, 1, __ATOMIC_RELEASE); /* as retire_cb */
 }
 
-int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
-                       const struct engine_hist *h)
+static bool hist_bad(const struct engine_hist *h)
 {
-    if (!dev || bad_id(dev_len) || !h || h->principal_len > ENGINE_NAME_MAX ||
-        h->uri_len > ENGINE_URI_MAX || h->uti_len > ENGINE_ID_MAX ||
-        (h->principal_len && !h->principal) || (h->uri_len && !h->uri) ||
-        (h->uti_len && !h->uti))
-        return -EINVAL;
-    uint64_t dh = dev_hash(e, dev, dev_len);
-    rd_lock();
-    struct rec *r = dev_find(cur_tab(&e->dix), dh, dev, dev_len, NULL);
-    if (!r) {
-        rd_unlock(e);
-        return -ENOENT;
-    }
-    struct ext *hs = e->hlen ? rec_ext(r) : NULL; /* set at creation */
-    if (!hs) {
-        rd_unlock(e);
-        return 0; /* history_len == 0: nothing is kept */
-    }
-    size_t sz = sizeof(struct hent) + (size_t)h->principal_len + h->uri_len +
-                h->uti_len;
-    struct hent *x = eng_alloc(e, sz, true);
-    if (!x) {
-        rd_unlock(e);
-        return -ENOMEM;
-    }
-    x->e = e;
-    x->micros = h->micros;
-    x->event = h->event;
-    x->plen = h->principal_len;
-    x->ulen = h->uri_len;
-    x->tlen = h->uti_len;
-    if (x->plen)
-        memcpy(x->b, h->principal, x->plen);
-    if (x->ulen)
-        memcpy(x->b + x->plen, h->uri, x->ulen);
-    if (x->tlen)
-        memcpy(x->b + x->plen + x->ulen, h->uti, x->tlen);
+    return !h || h->principal_len > ENGINE_NAME_MAX ||
+           h->uri_len > ENGINE_URI_MAX || h->uti_len > ENGINE_ID_MAX ||
+           (h->principal_len && !h->principal) || (h->uri_len && !h->uri) ||
+           (h->uti_len && !h->uti);
+}
 
-    /* acquire: pairs with the release in unlock: the previous holder's ring
+/* Appends h to ring hs. Caller is inside a read-side critical section and
+ * holds a record that points at hs (so hs outlives this call). */
+static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
+{
+    /* The entry's bytes, built privately first, then stored word by word. */
+    uint64_t v[HE_MAX_W];
+    size_t nb = (size_t)h->principal_len + h->uri_len + h->uti_len;
+    uint32_t nw = (uint32_t)((nb + 7) / 8);
+    if (nw)
+        v[nw - 1] = 0; /* the tail word's unused bytes */
+    uint8_t *b = (uint8_t *)v;
+    if (h->principal_len)
+        memcpy(b, h->principal, h->principal_len);
+    if (h->uri_len)
+        memcpy(b + h->principal_len, h->uri, h->uri_len);
+    if (h->uti_len)
+        memcpy(b + h->principal_len + h->uri_len, h->uti, h->uti_len);
+    uint64_t lens = (uint64_t)h->event | (uint64_t)h->principal_len << 8 |
+                    (uint64_t)h->uri_len << 24 | (uint64_t)h->uti_len << 40;
+
+    /* acquire: pairs with the release in unlock: the previous holder's cell
      * and head stores are visible to us. */
     while (__atomic_exchange_n(&hs->lock, 1u, __ATOMIC_ACQUIRE))
         /* relaxed: only waits for the lock to look free; the exchange
@@ -1732,22 +1764,89 @@ int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
         while (__atomic_load_n(&hs->lock, __ATOMIC_RELAXED))
             __builtin_ia32_pause();
     uint64_t seq = hs->head;
-    x->seq = seq;
-    struct hent **cell = &hs->ring[seq % e->hlen];
-    struct hent *old = *cell;
-    /* release: a history reader that loads x sees its bytes. */
-    __atomic_store_n(cell, x, __ATOMIC_RELEASE);
-    /* release: a reader that sees the new head sees the cell store. */
+    uint64_t *c = &hs->cell[(seq % e->hlen) * HC_W];
+    struct hbuf *ov = NULL, *nov = NULL;
+    uint64_t *ovp = &hs->cell[(size_t)e->hlen * HC_W + seq % e->hlen];
+    /* Only an entry that does not fit inline reads anything of the cell: a
+     * store-only rewrite does not wait for the cell's line to arrive.
+     * relaxed: only lock holders store *ovp; the lock orders them. */
+    if (nb > HC_INLINE)
+        ov = (struct hbuf *)(uintptr_t)__atomic_load_n(ovp, __ATOMIC_RELAXED);
+    if (nb > HC_INLINE && (!ov || ov->nw < nw)) {
+        /* Rare: a longer entry than this cell ever held. Some slack, so
+         * that later entries of the same kind fit. */
+        uint32_t cap = (nw + 7u) & ~7u;
+        if (cap > HE_MAX_W)
+            cap = HE_MAX_W;
+        nov = eng_alloc(e, hbuf_size(cap), true);
+        if (!nov) {
+            __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* unlock */
+            return -ENOMEM;
+        }
+        nov->e = e;
+        nov->nw = cap;
+        nov->pad = 0;
+        memcpy(nov->w, v, nw * sizeof(uint64_t));
+    }
+    /* relaxed + release fence: a reader that sees any word stored below
+     * sees the odd version in its recheck (the seqlock writer protocol). */
+    __atomic_store_n(&c[0], 2 * seq + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    /* relaxed: ordered by the fence above and the release below */
+    __atomic_store_n(&c[1], h->micros, __ATOMIC_RELAXED);
+    __atomic_store_n(&c[2], lens, __ATOMIC_RELAXED);
+    if (nb <= HC_INLINE) {
+        for (uint32_t i = 0; i < nw; i++)
+            __atomic_store_n(&c[3 + i], v[i], __ATOMIC_RELAXED); /* as above */
+    } else if (nov) {
+        /* release: a reader that loads nov sees its words and size. */
+        __atomic_store_n(ovp, (uint64_t)(uintptr_t)nov, __ATOMIC_RELEASE);
+    } else {
+        for (uint32_t i = 0; i < nw; i++)
+            __atomic_store_n(&ov->w[i], v[i], __ATOMIC_RELAXED); /* as above */
+    }
+    /* release: a reader that loads this version sees the words. */
+    __atomic_store_n(&c[0], 2 * seq + 2, __ATOMIC_RELEASE);
+    /* release: a reader that sees the new head sees the entry. */
     __atomic_store_n(&hs->head, seq + 1, __ATOMIC_RELEASE);
     __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* unlock */
-    if (old) {
-        tsan_release(old);
+    if (nov && ov) {
+        tsan_release(ov);
         /* relaxed: a count, raised before call_rcu (as in retire_flush) */
         __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED);
-        urcu_memb_call_rcu(&old->rcu, hent_cb);
+        urcu_memb_call_rcu(&ov->rcu, hbuf_cb);
+    }
+    return 0;
+}
+
+int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
+                       const struct engine_hist *h)
+{
+    if (!dev || bad_id(dev_len) || hist_bad(h))
+        return -EINVAL;
+    uint64_t dh = dev_hash(e, dev, dev_len);
+    rd_lock();
+    struct rec *r = dev_find(cur_tab(&e->dix), dh, dev, dev_len, NULL);
+    int rc = -ENOENT;
+    if (r) {
+        struct ext *hs = e->hlen ? rec_ext(r) : NULL; /* set at creation */
+        rc = hs ? hist_put(e, hs, h) : 0; /* history_len == 0: none kept */
     }
     rd_unlock(e);
-    return 0;
+    return rc;
+}
+
+int engine_history_add_row(engine_t *e, const struct engine_row *row,
+                           const struct engine_hist *h)
+{
+    if (!row || !row->device || hist_bad(h))
+        return -EINVAL;
+    /* The caller is inside the read section that found this record: its
+     * device pointer leads back to it, no lookup needed. */
+    const struct rec *r = (const struct rec *)(const void *)(row->device -
+                                                offsetof(struct rec, dev));
+    struct ext *hs = e->hlen ? rec_ext(r) : NULL;
+    return hs ? hist_put(e, hs, h) : 0;
 }
 
 int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
@@ -1765,22 +1864,50 @@ int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
     int n = 0;
     struct ext *hs = e->hlen ? rec_ext(r) : NULL;
     if (hs) {
+        uint64_t v[HE_MAX_W];
         /* acquire: pairs with the adder's release of head. */
         uint64_t head = __atomic_load_n(&hs->head, __ATOMIC_ACQUIRE);
         for (uint64_t i = 0; i < e->hlen && i < head && (size_t)n < max; i++) {
             uint64_t seq = head - 1 - i;
-            /* consume: the entry's bytes were written before its store. */
-            const struct hent *x =
-                __atomic_load_n(&hs->ring[seq % e->hlen], __ATOMIC_CONSUME);
-            if (!x || x->seq != seq)
+            const uint64_t *c = &hs->cell[(seq % e->hlen) * HC_W];
+            /* acquire: pairs with the adder's release of the version. */
+            uint64_t ver = __atomic_load_n(&c[0], __ATOMIC_ACQUIRE);
+            if (ver != 2 * seq + 2)
                 break; /* overwritten by a newer add meanwhile: stop here */
+            /* relaxed, all: validated by the version recheck below */
+            uint64_t micros = __atomic_load_n(&c[1], __ATOMIC_RELAXED);
+            uint64_t lens = __atomic_load_n(&c[2], __ATOMIC_RELAXED);
+            uint16_t pl = (uint16_t)(lens >> 8), ul = (uint16_t)(lens >> 24),
+                     tl = (uint16_t)(lens >> 40);
+            size_t nb = (size_t)pl + ul + tl, nw = (nb + 7) / 8;
+            if (nb > HE_MAX)
+                break; /* torn: the recheck would fail */
+            if (nb <= HC_INLINE) {
+                for (size_t k = 0; k < nw; k++)
+                    v[k] = __atomic_load_n(&c[3 + k], __ATOMIC_RELAXED);
+            } else {
+                /* acquire: pairs with the release that published it. */
+                const struct hbuf *ob = (const struct hbuf *)(uintptr_t)
+                    __atomic_load_n(&hs->cell[(size_t)e->hlen * HC_W +
+                                              seq % e->hlen], __ATOMIC_ACQUIRE);
+                if (!ob || ob->nw < nw)
+                    break; /* torn */
+                for (size_t k = 0; k < nw; k++)
+                    v[k] = __atomic_load_n(&ob->w[k], __ATOMIC_RELAXED);
+            }
+            /* acquire fence: the loads above happen before the recheck (the
+             * seqlock reader protocol). */
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (__atomic_load_n(&c[0], __ATOMIC_RELAXED) != ver)
+                break;
+            const uint8_t *b = (const uint8_t *)v;
             if (fn) {
-                struct engine_hist v = {
-                    .micros = x->micros, .event = x->event,
-                    .principal = x->b, .principal_len = x->plen,
-                    .uri = x->b + x->plen, .uri_len = x->ulen,
-                    .uti = x->b + x->plen + x->ulen, .uti_len = x->tlen};
-                int rc = fn(arg, &v);
+                struct engine_hist hv = {
+                    .micros = micros, .event = (uint8_t)lens,
+                    .principal = b, .principal_len = pl,
+                    .uri = b + pl, .uri_len = ul,
+                    .uti = b + pl + ul, .uti_len = tl};
+                int rc = fn(arg, &hv);
                 if (rc) {
                     n = rc;
                     break;
@@ -1869,10 +1996,13 @@ void engine_destroy(engine_t *e)
         struct rec *r = ptr_of(t->s[i]);
         struct ext *x = rec_ext(r);
         if (x) {
-            for (uint32_t k = 0; k < e->hlen; k++)
-                if (x->ring[k])
-                    eng_free(e, x->ring[k], hent_size(x->ring[k]));
-            eng_free(e, x, ext_size(e->hlen));
+            for (uint32_t k = 0; k < e->hlen; k++) {
+                struct hbuf *ob = (struct hbuf *)(uintptr_t)
+                                      x->cell[(size_t)e->hlen * HC_W + k];
+                if (ob)
+                    eng_free(e, ob, hbuf_size(ob->nw));
+            }
+            eng_free(e, (uint8_t *)x - x->shift, ext_size(e->hlen));
         }
         eng_free(e, r, rec_bytes(r));
     }

@@ -103,6 +103,14 @@ void engine_thread_offline(engine_t *e); /* before it exits */
 int engine_inquire_device(engine_t *e, const void *dev, size_t dev_len,
                           engine_row_fn fn, void *arg, uint64_t *lsn);
 
+/* The same; flags: ENGINE_INQ_RECORD says fn will call
+ * engine_history_add_row, so the engine starts loading the device's
+ * history ring while it visits the rows (a hint: no change in results). */
+#define ENGINE_INQ_RECORD 1u
+int engine_inquire_device_ex(engine_t *e, const void *dev, size_t dev_len,
+                             engine_row_fn fn, void *arg, uint64_t *lsn,
+                             unsigned flags);
+
 /* Case 2: calls fn once with the row bound to (URI, UTI). Returns 1,
  * -ENOENT, or fn's nonzero value. */
 int engine_inquire_binding(engine_t *e, const void *uri, size_t uri_len,
@@ -198,7 +206,15 @@ typedef int (*engine_hist_fn)(void *arg, const struct engine_hist *h);
  * its data after a demap. */
 int engine_history_add(engine_t *e, const void *dev, size_t dev_len,
                        const struct engine_hist *h);
-/* Newest first, at most max entries; returns the number visited. */
+/* The same, for the device of a row an engine_row_fn is visiting: call it
+ * only from inside that callback (the read-side critical section of
+ * engine_inquire_*), with the row it was given. It skips the second device
+ * lookup, so a server can record an inquiry as it answers it. */
+int engine_history_add_row(engine_t *e, const struct engine_row *row,
+                           const struct engine_hist *h);
+/* Newest first, at most max entries; returns the number visited. The
+ * callback's pointers are valid only during the call (entries are copied
+ * out of rings that adders rewrite in place). */
 int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
                        size_t max, engine_hist_fn fn, void *arg);
 
