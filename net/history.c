@@ -96,3 +96,18 @@ int history_record_inquiry(engine_t *e, const void *dev, size_t dev_len, const v
     };
     return engine_history_add(e, dev, dev_len, &h);
 }
+
+int history_record_row(engine_t *e, const struct engine_row *row, const void *principal,
+                       size_t plen, uint64_t now_us)
+{
+    if (!row || plen > 0xffff)
+        return -EINVAL;
+    struct engine_hist h = {
+        .micros = now_us,
+        .event = ENGINE_H_INQUIRY,
+        .principal = principal, .principal_len = (uint16_t)plen,
+        .uri = row->uri, .uri_len = row->uri_len,
+        .uti = row->uti, .uti_len = row->uti_len,
+    };
+    return engine_history_add_row(e, row, &h);
+}

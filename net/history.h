@@ -43,6 +43,11 @@ int history_record_inquiry(engine_t *e, const void *dev, size_t dev_len,
                            const void *uri, size_t ulen,
                            const void *uti, size_t tlen, uint64_t now_us);
 
+/* The same for the row an engine_row_fn is visiting, from inside that
+ * callback: no second device lookup (engine_history_add_row). */
+int history_record_row(engine_t *e, const struct engine_row *row,
+                       const void *principal, size_t plen, uint64_t now_us);
+
 #ifdef __cplusplus
 }
 #endif
