@@ -151,6 +151,7 @@ for line in open(sys.argv[1], errors="replace"):
         cur = None
 print("\n".join(seen), end="\n" if seen else "")
 EOF
+TRAW=$(wc -l <"$OUT/clang-tidy.findings")
 split_known "$OUT/clang-tidy.findings"
 TN=$(wc -l <"$OUT/clang-tidy.findings")
 if [ "$TN" -gt 0 ]; then
@@ -158,7 +159,7 @@ if [ "$TN" -gt 0 ]; then
   echo "ci-lint: clang-tidy: $TN findings:"
   cat "$OUT/clang-tidy.findings"
   echo "ci-lint: (full context in $OUT/clang-tidy.log)"
-elif [ $TRC -ne 0 ]; then
+elif [ $TRC -ne 0 ] && [ "$TRAW" -eq 0 ]; then
   FAIL=1
   echo "ci-lint: clang-tidy failed (rc=$TRC) without a finding line:"
   { tail -n 30 "$OUT/clang-tidy.log"; tail -n 30 "$OUT/clang-tidy.stderr"; } | sed 's/^/    /'
@@ -178,13 +179,14 @@ timeout 600 cppcheck --project="$DB/compile_commands.json" "${filters[@]}" \
 CRC=$?
 grep -E '^[^ ].*:[0-9]+:[0-9]+: [a-z]+: .*\[[A-Za-z0-9_]+\]$' "$OUT/cppcheck.log" |
   sed "s|^$ROOT/||" | sort -u >"$OUT/cppcheck.findings"
+CRAW=$(wc -l <"$OUT/cppcheck.findings")
 split_known "$OUT/cppcheck.findings"
 CN=$(wc -l <"$OUT/cppcheck.findings")
 if [ "$CN" -gt 0 ]; then
   FAIL=1
   echo "ci-lint: cppcheck: $CN findings:"
   cat "$OUT/cppcheck.findings"
-elif [ $CRC -ne 0 ]; then
+elif [ $CRC -ne 0 ] && [ "$CRAW" -eq 0 ]; then
   FAIL=1
   echo "ci-lint: cppcheck failed (rc=$CRC) without a finding line:"
   tail -30 "$OUT/cppcheck.log" | sed 's/^/    /'
