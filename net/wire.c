@@ -287,6 +287,10 @@ int wire_decode(const struct wire_frame *f, struct wire_req *r, const char **why
     case WIRE_OP_STAT:
         if ((rc = need_ext(f, 0, 0, why)) || (rc = need_no_value(f, why)))
             return rc;
+        /* Group names are short words; bounding them keeps every decoded
+         * key within the largest field the spec allows (found by fuzzing). */
+        if (f->keylen > WIRE_ID_MAX)
+            FAIL(-EINVAL, "STAT group name longer than 128 bytes");
         r->key = f->key, r->key_len = f->keylen;
         return 0;
     case WIRE_OP_SASL_AUTH: case WIRE_OP_SASL_STEP:
