@@ -61,6 +61,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (rows == 0) {
+        fprintf(stderr, "%s: --rows must be at least 1\n", argv[0]);
+        return 2;
+    }
     engine_t *e;
     struct engine_config cfg = {.initial_devices = 0};
     if (engine_create(&e, &cfg) != 0)

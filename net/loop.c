@@ -515,6 +515,17 @@ static void conn_input(struct conn *c, const uint8_t *p, size_t n)
 #ifdef ICS_HAVE_TLS
 /* The handshake just completed: a client certificate naming a principal
  * (whose fingerprint pin, if any, matches) authenticates the connection. */
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
 static void tls_authenticate(struct worker *w, struct conn *c)
 {
     c->tls_ready = 1;
@@ -527,10 +538,11 @@ static void tls_authenticate(struct worker *w, struct conn *c)
     uint8_t fp[PRINCIPAL_FP_LEN];
     int ok = p && hex && strlen(hex) == 2 * PRINCIPAL_FP_LEN;
     for (unsigned i = 0; ok && i < PRINCIPAL_FP_LEN; i++) {
-        unsigned v;
-        if (sscanf(hex + 2 * i, "%2x", &v) != 1)
+        /* Two hex digits exactly: sscanf's %x would also take a sign or blank. */
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
             ok = 0;
-        fp[i] = (uint8_t)v;
+        fp[i] = (uint8_t)(hi << 4 | lo);
     }
     if (ok && principal_fp_matches(p, fp)) {
         c->p = p;
@@ -1117,7 +1129,12 @@ static int listen_socket(struct loop *l, const char *host, uint16_t port, uint16
     freeaddrinfo(ai);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+        rc = -errno;
+        loop_log(l, LOOP_LOG_ERROR, "getsockname %s:%u: %s", host, port, strerror(-rc));
+        close(fd);
+        return rc;
+    }
     *bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                             : ((struct sockaddr_in *)&ss)->sin_port);
     return fd;
