@@ -5,7 +5,7 @@
 # dictionary (fuzz/NAME.dict, plus fuzz/common.dict). New corpus entries stay
 # in the copy: nothing is committed automatically.
 #
-# Budget: ICS_FUZZ_TOTAL seconds in all (default 480 in CI, 3600 with
+# Budget: ICS_FUZZ_TOTAL seconds in all (default 360 in CI, 3600 with
 # ICS_LONG=1), per target min(ICS_FUZZ_MAX_PER_TARGET=60 (CI) | 3600 (long),
 # total / count), at least 5 s. Extra libFuzzer flags: ICS_FUZZ_ARGS.
 # ICS_FUZZ_ONLY="a b" runs only those targets (by hand).
@@ -24,7 +24,7 @@ WORK=$ROOT/build/fuzz-work
 if [ "${ICS_LONG:-0}" = 1 ]; then
   TOTAL=${ICS_FUZZ_TOTAL:-3600}; MAXPER=${ICS_FUZZ_MAX_PER_TARGET:-3600}
 else
-  TOTAL=${ICS_FUZZ_TOTAL:-480};  MAXPER=${ICS_FUZZ_MAX_PER_TARGET:-60}
+  TOTAL=${ICS_FUZZ_TOTAL:-360};  MAXPER=${ICS_FUZZ_MAX_PER_TARGET:-60}
 fi
 
 human() { # 2100000 -> 2.1M
