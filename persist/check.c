@@ -319,15 +319,25 @@ int main(int argc, char **argv)
                          "on) and remove %zu later segment(s)", path, (unsigned long long)off,
                          (unsigned long long)(n - off), (unsigned long long)expect,
                          nsegs - i - 1);
+                int fd = -1, rc = -1;
                 if (!confirm(&o, what)) {
                     printf("nothing changed\n");
-                    free(buf);
-                    return 1;
-                }
-                int fd = io->open(io->ctx, path, O_WRONLY, 0);
-                if (fd < 0 || io->ftruncate(io->ctx, fd, off) < 0 || io->fsync(io->ctx, fd) < 0) {
+                    rc = 1;
+                } else if ((fd = io->open(io->ctx, path, O_WRONLY, 0)) < 0 ||
+                           io->ftruncate(io->ctx, fd, off) < 0 || io->fsync(io->ctx, fd) < 0) {
                     fprintf(stderr, "ics-check: cannot truncate %s\n", path);
-                    return 2;
+                    rc = 2;
+                }
+                if (rc >= 0) { /* declined or failed: release everything, as below */
+                    if (fd >= 0)
+                        io->close(io->ctx, fd);
+                    free(buf);
+                    free(segs);
+                    free(plain);
+                    seal_fini(&seal);
+                    if (lfd >= 0)
+                        close(lfd);
+                    return rc;
                 }
                 io->close(io->ctx, fd);
                 for (size_t j = i + 1; j < nsegs; j++) {
