@@ -687,7 +687,7 @@ int principal_set(principal_reg_t *reg, store_t *store, const struct principal_d
 {
     const char *msg;
     int rc;
-    if (!def || (rc = check_name(def->name.p, def->name.len, &msg)) < 0)
+    if (!def || check_name(def->name.p, def->name.len, &msg) < 0)
         return -EINVAL;
     if (def->roles == 0 || (def->roles & ~PRINCIPAL_ROLES_ALL) ||
         def->nscopes > PRINCIPAL_MAX_SCOPES || def->secret.len > PRINCIPAL_SECRET_MAX)

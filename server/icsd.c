@@ -120,7 +120,7 @@ static int read_file(const char *path, char **out, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return -errno;
+        return errno ? -errno : -EIO;
     size_t cap = 4096, n = 0;
     char *b = malloc(cap);
     while (b) {
@@ -168,8 +168,8 @@ static int parse_args(int argc, char **argv)
             cf = argv[i] + 9;
         if (!cf)
             continue;
-        char *text;
-        size_t len;
+        char *text = NULL;
+        size_t len = 0;
         int rc = read_file(cf, &text, &len);
         if (rc < 0) {
             fprintf(stderr, "icsd: %s: %s\n", cf, strerror(-rc));
@@ -184,6 +184,8 @@ static int parse_args(int argc, char **argv)
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (!a) /* argv[argc] is NULL; nothing before it is */
+            break;
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "icsd: unexpected argument '%s' (see --help)\n", a);
             return -1;
@@ -243,9 +245,9 @@ static void update_cred_port(uint16_t port)
 {
     char path[CONFIG_STR_MAX + 32];
     snprintf(path, sizeof path, "%s/admin.cred", icsd.cfg.data);
-    char *text;
-    size_t len;
-    if (read_file(path, &text, &len) < 0)
+    char *text = NULL;
+    size_t len = 0;
+    if (read_file(path, &text, &len) < 0 || !text)
         return;
     char secret[256] = "";
     char *s = NULL;
@@ -344,15 +346,16 @@ int main(int argc, char **argv)
     }
     if (cfg->principals[0]) {
         /* Config as code: every line parses or nothing is applied. */
-        char *text;
-        size_t len;
+        char *text = NULL;
+        size_t len = 0;
         if ((rc = read_file(cfg->principals, &text, &len)) < 0) {
             log_at(0, "%s: %s", cfg->principals, strerror(-rc));
             return 1;
         }
         char perr[256] = "";
         rc = principal_import(icsd.reg, icsd.store, text, len, perr, sizeof perr);
-        explicit_bzero(text, len);
+        if (text) /* read_file sets it on success; the analyzer cannot see that */
+            explicit_bzero(text, len);
         free(text);
         if (rc < 0) {
             log_at(0, "%s:%s", cfg->principals, perr[0] ? perr : strerror(-rc));
