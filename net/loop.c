@@ -1016,6 +1016,39 @@ int job_submit(struct loop *l, struct job *j)
     return 0;
 }
 
+/* PRINCIPAL_SET/DEL wait on the job thread until the store has the change
+ * durable, keeping its LSN for the response's CAS (wire-v1 3.3). */
+struct job_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, status;
+    uint64_t lsn;
+};
+
+static void job_wait_done(void *arg, int status, uint64_t lsn)
+{
+    struct job_wait *w = arg;
+    pthread_mutex_lock(&w->mu);
+    w->status = status;
+    w->lsn = lsn;
+    w->done = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int job_wait(struct job_wait *w, int rc, struct msg *m)
+{
+    if (rc == 0) {
+        pthread_mutex_lock(&w->mu);
+        while (!w->done)
+            pthread_cond_wait(&w->cv, &w->mu);
+        pthread_mutex_unlock(&w->mu);
+        rc = w->status;
+        m->lsn = w->lsn;
+    }
+    return rc;
+}
+
 static void run_job(struct loop *l, struct job *j)
 {
     struct msg *m = j->m;
@@ -1050,11 +1083,14 @@ static void run_job(struct loop *l, struct job *j)
         const char *why = NULL;
         int rc = principal_decode_set(j->data, j->authcid_len, j->data + j->authcid_len,
                                       j->len - j->authcid_len, &def, &why);
+        struct job_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
         if (rc == 0)
-            rc = principal_set(l->d.reg, l->d.store, &def, NULL, NULL);
+            rc = job_wait(&w, principal_set(l->d.reg, l->d.store, &def, job_wait_done, &w), m);
         m->status = rc;
     } else if (j->kind == JOB_PDEL) {
-        m->status = principal_del(l->d.reg, l->d.store, j->data, j->len, NULL, NULL);
+        struct job_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+        m->status = job_wait(&w, principal_del(l->d.reg, l->d.store, j->data, j->len,
+                                               job_wait_done, &w), m);
         if (m->status == 0 && l->d.mailbox)
             mailbox_clear(l->d.mailbox, j->data, j->len);
     }

@@ -415,6 +415,10 @@ int itest_principal(int fd, const char *name, uint8_t roles, const char *secret,
                         v.p, (uint32_t)v.len);
     if (st != 0)
         fprintf(stderr, "itest: PRINCIPAL_SET %s: %d %s\n", name, st, r.value ? (char *)r.value : "");
+    if (st == 0 && r.cas == 0) { /* wire-v1 3.3: CAS = the change's LSN */
+        fprintf(stderr, "itest: PRINCIPAL_SET %s answered CAS 0, not its LSN\n", name);
+        st = -1;
+    }
     itest_resp_free(&r);
     buf_free(&v);
     return st;
