@@ -82,5 +82,15 @@ done
 echo
 echo "=== summary ($(( $(date +%s) - START ))s) ==="
 for l in "${SUMMARY[@]}"; do echo "  $l"; done
+# The per-target and per-benchmark figures, here in one place as well.
+if want fuzz && [ -f build/ci-fuzz.log ]; then
+  echo "  fuzz, per target:"
+  sed -n '/^ci-fuzz: per target/,/^$/p' build/ci-fuzz.log | grep '^  ' | sed 's/^/  /'
+fi
+if want bench && [ -f build/ci-bench.log ]; then
+  echo "  benchmark smoke figures (ratios vs the references; noisy, no pass/fail):"
+  grep -E '^(d1 |d16 |memcaslap -B|ratio |\| [a-z0-9]|history |prefs |keys |tls\.(full|resumed)_[a-z_]*(ratio|vs)|BM_(engine|absl)_(device|binding)/hit:1/real_time/threads:1|BM_engine_device_batch16/real_time/threads:1)' \
+    build/ci-bench.log | cut -c1-120 | sed 's/^/    /'
+fi
 echo "tests: $TOTAL_PASS passed, $TOTAL_FAIL failed"
 exit $FAILED
