@@ -92,6 +92,8 @@ int main(int argc, char **argv)
         dev++;
     }
     double t1 = now_s();
+    if (dev == 0) /* rows >= 1 makes at least one device; says so to the analyzers */
+        return 1;
 
     uint64_t seen = 0, nq = rows < 2000000 ? 2000000 : rows;
     for (uint64_t i = 0; i < nq; i++) {

@@ -542,7 +542,8 @@ static void tls_authenticate(struct worker *w, struct conn *c)
         int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             ok = 0;
-        fp[i] = (uint8_t)(hi << 4 | lo);
+        else
+            fp[i] = (uint8_t)(hi << 4 | lo);
     }
     if (ok && principal_fp_matches(p, fp)) {
         c->p = p;
@@ -1164,6 +1165,7 @@ static int listen_socket(struct loop *l, const char *host, uint16_t port, uint16
     }
     freeaddrinfo(ai);
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
     socklen_t sl = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
         rc = -errno;
@@ -1171,8 +1173,12 @@ static int listen_socket(struct loop *l, const char *host, uint16_t port, uint16
         close(fd);
         return rc;
     }
-    *bound = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                            : ((struct sockaddr_in *)&ss)->sin_port);
+    /* The port sits at the same offset in sockaddr_in and sockaddr_in6. */
+    _Static_assert(offsetof(struct sockaddr_in, sin_port) ==
+                       offsetof(struct sockaddr_in6, sin6_port), "port offsets differ");
+    uint16_t nport;
+    memcpy(&nport, (const char *)&ss + offsetof(struct sockaddr_in, sin_port), sizeof nport);
+    *bound = ntohs(nport);
     return fd;
 }
 
