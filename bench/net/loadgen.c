@@ -13,7 +13,19 @@
  *                                  inquiries and the rest durable MAPs
  *   --preload N                    first MAP N rows (icsd) or SET them
  *                                  (memcached, values = the encoded rows)
+ *   --tls --cert F --key F --ca F  TLS 1.3 with a client certificate (icsd's
+ *                                  TLS port; the certificate names the
+ *                                  principal, so no --user); every
+ *                                  connection, the preload's too, does one
+ *                                  full handshake before the clock starts
  * One thread, one ring: pin it with taskset (bench/net/run.sh does).
+ *
+ * TLS runs BoringSSL over two memory BIOs per connection, so the io_uring
+ * loop moves ciphertext exactly as it moves plaintext without TLS: a recv
+ * completion is fed to the read BIO and decrypted; requests are encrypted
+ * once per burst (one SSL_write for everything a completion made room
+ * for, as a pipelining client would) and the write BIO drained into the
+ * send buffer. The client's own crypto runs on its core, not the server's.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,6 +39,10 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "buf.h"
 #include "wire.h"
@@ -43,7 +59,12 @@ static struct {
     const char *user, *secret;
     int server_pid;
     const char *label;
-} o = {"127.0.0.1", 11311, 1, 1, 5, 95, 0, 0, 10000, 0, OP_INQUIRE, 0, NULL, NULL, 0, ""};
+    int tls;
+    const char *cert, *key, *ca;
+} o = {"127.0.0.1", 11311, 1, 1, 5, 95, 0, 0, 10000, 0, OP_INQUIRE, 0, NULL, NULL, 0, "",
+       0, NULL, NULL, NULL};
+
+static SSL_CTX *tls_ctx; /* client context, when --tls */
 
 static uint64_t now_ns(void)
 {
@@ -176,24 +197,187 @@ static void put_request(struct buf *b, int is_write, uint32_t opaque)
     }
 }
 
-/* --- blocking helpers for setup ------------------------------------------------------------ */
-static int dial(void)
+/* --- channels: one socket, with or without TLS --------------------------------------------- */
+struct chan {
+    int fd;
+    SSL *ssl;      /* NULL: plaintext */
+    BIO *rb, *wb;  /* memory BIOs owned by ssl: ciphertext from / for the socket */
+};
+
+static void die_tls(const char *what)
+{
+    fprintf(stderr, "loadgen: %s\n", what);
+    ERR_print_errors_fp(stderr);
+    exit(1);
+}
+
+static void tls_init(void)
+{
+    if (!o.cert || !o.key || !o.ca) {
+        fprintf(stderr, "loadgen: --tls needs --cert, --key and --ca\n");
+        exit(2);
+    }
+    tls_ctx = SSL_CTX_new(TLS_method());
+    if (!tls_ctx)
+        die_tls("SSL_CTX_new failed");
+    if (!SSL_CTX_set_min_proto_version(tls_ctx, TLS1_3_VERSION) ||
+        !SSL_CTX_set_max_proto_version(tls_ctx, TLS1_3_VERSION))
+        die_tls("TLS 1.3 not available");
+    if (SSL_CTX_use_certificate_chain_file(tls_ctx, o.cert) != 1)
+        die_tls(o.cert);
+    if (SSL_CTX_use_PrivateKey_file(tls_ctx, o.key, SSL_FILETYPE_PEM) != 1)
+        die_tls(o.key);
+    if (SSL_CTX_load_verify_locations(tls_ctx, o.ca, NULL) != 1)
+        die_tls(o.ca);
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_PEER, NULL);
+    /* Throughput, not handshakes, is measured: every connection does one
+     * full handshake and the tickets the server sends are dropped. */
+    SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
+}
+
+/* Moves the ciphertext BoringSSL wrote into the write BIO to out. */
+static void tls_drain(struct chan *ch, struct buf *out)
+{
+    const uint8_t *p;
+    size_t n;
+    if (!BIO_mem_contents(ch->wb, &p, &n))
+        die_tls("BIO_mem_contents failed");
+    if (!n)
+        return;
+    if (buf_append(out, p, n) < 0) {
+        fprintf(stderr, "loadgen: out of memory\n");
+        exit(1);
+    }
+    BIO_reset(ch->wb);
+}
+
+/* Ciphertext received from the socket, for SSL_read / the handshake. */
+static void tls_take(struct chan *ch, const uint8_t *p, size_t n)
+{
+    if (BIO_write(ch->rb, p, (int)n) != (int)n)
+        die_tls("BIO_write failed");
+}
+
+static void send_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n) {
+        ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            fprintf(stderr, "loadgen: send: %s\n", strerror(errno));
+            exit(1);
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+}
+
+static void chan_flush(struct chan *ch)
+{
+    if (!ch->ssl)
+        return;
+    struct buf b = BUF_INIT;
+    tls_drain(ch, &b);
+    send_all(ch->fd, b.p, b.len);
+    buf_free(&b);
+}
+
+/* Blocking, for setup (SASL, preload): every byte, encrypted with TLS. */
+static void chan_send(struct chan *ch, const void *p, size_t n)
+{
+    if (!ch->ssl) {
+        send_all(ch->fd, p, n);
+        return;
+    }
+    if (n && SSL_write(ch->ssl, p, (int)n) != (int)n)
+        die_tls("SSL_write failed");
+    chan_flush(ch);
+}
+
+/* Blocking, for setup: > 0 plaintext bytes, or -1 (closed or failed). */
+static ssize_t chan_recv(struct chan *ch, void *out, size_t cap)
+{
+    if (!ch->ssl)
+        return recv(ch->fd, out, cap, 0);
+    uint8_t tmp[16384];
+    for (;;) {
+        int r = SSL_read(ch->ssl, out, cap > 1u << 30 ? 1 << 30 : (int)cap);
+        if (r > 0)
+            return r;
+        if (SSL_get_error(ch->ssl, r) != SSL_ERROR_WANT_READ) {
+            ERR_print_errors_fp(stderr);
+            return -1;
+        }
+        chan_flush(ch); /* whatever the read owes the peer (a KeyUpdate answer) */
+        ssize_t k = recv(ch->fd, tmp, sizeof tmp, 0);
+        if (k <= 0)
+            return -1;
+        tls_take(ch, tmp, (size_t)k);
+    }
+}
+
+static void tls_handshake(struct chan *ch)
+{
+    ch->ssl = SSL_new(tls_ctx);
+    ch->rb = BIO_new(BIO_s_mem());
+    ch->wb = BIO_new(BIO_s_mem());
+    if (!ch->ssl || !ch->rb || !ch->wb)
+        die_tls("out of memory");
+    SSL_set_bio(ch->ssl, ch->rb, ch->wb); /* ssl owns both now */
+    SSL_set_connect_state(ch->ssl);
+    /* The server certificate must name what we dial (mkcerts.sh puts
+     * localhost, 127.0.0.1 and ::1 in it). */
+    X509_VERIFY_PARAM *vp = SSL_get0_param(ch->ssl);
+    if (!X509_VERIFY_PARAM_set1_ip_asc(vp, o.host) &&
+        !X509_VERIFY_PARAM_set1_host(vp, o.host, strlen(o.host)))
+        die_tls("cannot set the expected server name");
+    for (;;) {
+        int r = SSL_do_handshake(ch->ssl);
+        chan_flush(ch);
+        if (r == 1)
+            return;
+        if (SSL_get_error(ch->ssl, r) != SSL_ERROR_WANT_READ)
+            die_tls("TLS handshake failed");
+        uint8_t tmp[16384];
+        ssize_t k = recv(ch->fd, tmp, sizeof tmp, 0);
+        if (k <= 0) {
+            fprintf(stderr, "loadgen: connection closed during the TLS handshake\n");
+            exit(1);
+        }
+        tls_take(ch, tmp, (size_t)k);
+    }
+}
+
+static struct chan dial(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
     a.sin_port = htons(o.port);
-    inet_pton(AF_INET, o.host, &a.sin_addr);
+    if (fd < 0 || inet_pton(AF_INET, o.host, &a.sin_addr) != 1) {
+        fprintf(stderr, "loadgen: --host must be an IPv4 address (%s)\n", o.host);
+        exit(1);
+    }
     if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
         fprintf(stderr, "loadgen: connect %s:%u: %s\n", o.host, o.port, strerror(errno));
         exit(1);
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
+    struct chan ch = {fd, NULL, NULL, NULL};
+    if (o.tls)
+        tls_handshake(&ch);
+    return ch;
 }
 
-static int read_frame(int fd, struct buf *in, struct wire_frame *f)
+static void chan_close(struct chan *ch)
+{
+    SSL_free(ch->ssl); /* and both BIOs */
+    close(ch->fd);
+}
+
+static int read_frame(struct chan *ch, struct buf *in, struct wire_frame *f)
 {
     for (;;) {
         int rc = wire_parse(in->p, in->len, 1u << 1, f);
@@ -203,14 +387,14 @@ static int read_frame(int fd, struct buf *in, struct wire_frame *f)
             return -1;
         if (buf_reserve(in, 65536) < 0)
             return -1;
-        ssize_t r = recv(fd, in->p + in->len, 65536, 0);
+        ssize_t r = chan_recv(ch, in->p + in->len, 65536);
         if (r <= 0)
             return -1;
         in->len += (size_t)r;
     }
 }
 
-static void sasl(int fd)
+static void sasl(struct chan *ch)
 {
     if (!o.user)
         return;
@@ -218,10 +402,9 @@ static void sasl(int fd)
     char v[512];
     int n = snprintf(v, sizeof v, "%c%s%c%s", 0, o.user, 0, o.secret ? o.secret : "");
     wire_put_request(&b, WIRE_OP_SASL_AUTH, 0, 0, NULL, 0, "PLAIN", 5, v, (uint32_t)n);
-    if (send(fd, b.p, b.len, 0) < 0)
-        exit(1);
+    chan_send(ch, b.p, b.len);
     struct wire_frame f;
-    if (read_frame(fd, &in, &f) < 0 || f.status != 0) {
+    if (read_frame(ch, &in, &f) < 0 || f.status != 0) {
         fprintf(stderr, "loadgen: SASL as %s failed\n", o.user);
         exit(1);
     }
@@ -231,8 +414,8 @@ static void sasl(int fd)
 
 static void preload(void)
 {
-    int fd = dial();
-    sasl(fd);
+    struct chan ch = dial();
+    sasl(&ch);
     struct buf b = BUF_INIT, in = BUF_INIT, v = BUF_INIT;
     const uint32_t window = 256;
     uint32_t sent = 0, got = 0;
@@ -258,10 +441,10 @@ static void preload(void)
             }
             sent++;
         }
-        if (b.len && send(fd, b.p, b.len, MSG_NOSIGNAL) != (ssize_t)b.len)
-            exit(1);
+        if (b.len)
+            chan_send(&ch, b.p, b.len);
         struct wire_frame f;
-        int rc = read_frame(fd, &in, &f);
+        int rc = read_frame(&ch, &in, &f);
         if (rc < 0) {
             fprintf(stderr, "loadgen: preload: connection lost\n");
             exit(1);
@@ -275,7 +458,7 @@ static void preload(void)
     }
     fprintf(stderr, "loadgen: preloaded %u rows in %.2f s\n", o.preload,
             (double)(now_ns() - t0) / 1e9);
-    close(fd);
+    chan_close(&ch);
     buf_free(&b);
     buf_free(&in);
     buf_free(&v);
@@ -283,13 +466,104 @@ static void preload(void)
 
 /* --- the run ------------------------------------------------------------------------ */
 struct lconn {
-    int fd;
-    struct buf out, in;
+    struct chan ch;
+    /* out: bytes queued to send (ciphertext with TLS); tx: the bytes of the
+     * send in flight, never touched until it completes, so that queueing
+     * more (which may move out's memory) cannot pull them from under the
+     * kernel. plain: requests staged for one SSL_write (TLS only). */
+    struct buf out, tx, in, plain;
+    size_t txoff;
     uint8_t rbuf[65536];
     uint64_t *sent_at;     /* ring of depth send times, in order */
     unsigned head, inflight;
-    int sending, recving;
+    int sending;
 };
+
+static struct io_uring ring;
+static uint32_t next_opaque;
+
+static struct io_uring_sqe *sqe_get(void)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
+    if (!sqe) { /* full: hand the batch to the kernel, then there is room */
+        io_uring_submit(&ring);
+        sqe = io_uring_get_sqe(&ring);
+    }
+    if (!sqe) {
+        fprintf(stderr, "loadgen: no submission queue entry\n");
+        exit(1);
+    }
+    return sqe;
+}
+
+/* Queues k new requests sent at time t (one SSL_write for all with TLS). */
+static void queue_requests(struct lconn *c, unsigned k, uint64_t t)
+{
+    struct buf *dst = o.tls ? &c->plain : &c->out;
+    for (unsigned j = 0; j < k; j++) {
+        int w = o.op == OP_MIX && (int)(xr() % 100) >= o.read_pct;
+        put_request(dst, w, next_opaque++);
+        c->sent_at[(c->head + c->inflight) % (unsigned)o.depth] = t;
+        c->inflight++;
+    }
+    if (o.tls && c->plain.len) {
+        if (SSL_write(c->ch.ssl, c->plain.p, (int)c->plain.len) != (int)c->plain.len)
+            die_tls("SSL_write failed");
+        buf_reset(&c->plain);
+        tls_drain(&c->ch, &c->out);
+    }
+}
+
+static void send_more(struct lconn *c, int i)
+{
+    if (c->sending)
+        return;
+    if (c->txoff == c->tx.len) {
+        if (!c->out.len)
+            return;
+        struct buf t = c->tx;
+        c->tx = c->out;
+        c->out = t;
+        buf_reset(&c->out);
+        c->txoff = 0;
+    }
+    struct io_uring_sqe *sqe = sqe_get();
+    io_uring_prep_send(sqe, c->ch.fd, c->tx.p + c->txoff, c->tx.len - c->txoff, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, (uint64_t)i << 1);
+    c->sending = 1;
+}
+
+static void arm_recv(struct lconn *c, int i)
+{
+    struct io_uring_sqe *sqe = sqe_get();
+    io_uring_prep_recv(sqe, c->ch.fd, c->rbuf, sizeof c->rbuf, 0);
+    io_uring_sqe_set_data64(sqe, (uint64_t)i << 1 | 1);
+}
+
+/* Received bytes in: plaintext to c->in (decrypted with TLS). */
+static void take_input(struct lconn *c, size_t n)
+{
+    if (!o.tls) {
+        buf_append(&c->in, c->rbuf, n);
+        return;
+    }
+    tls_take(&c->ch, c->rbuf, n);
+    for (;;) {
+        if (buf_reserve(&c->in, 16384) < 0) {
+            fprintf(stderr, "loadgen: out of memory\n");
+            exit(1);
+        }
+        int r = SSL_read(c->ch.ssl, c->in.p + c->in.len, 16384);
+        if (r > 0) {
+            c->in.len += (size_t)r;
+            continue;
+        }
+        if (SSL_get_error(c->ch.ssl, r) != SSL_ERROR_WANT_READ)
+            die_tls("TLS connection failed (certificate refused, or closed by the server)");
+        break;
+    }
+    tls_drain(&c->ch, &c->out); /* anything the reads owe the server */
+}
 
 static void cpu_ticks(uint64_t *t)
 {
@@ -317,6 +591,7 @@ static void usage(void)
             "usage: ics-loadgen [--host H] [--port P] [--conns N] [--depth D] [--duration S]\n"
             "  [--op inquire|binding|get|mix] [--read-pct P] [--keys N] [--zipf]\n"
             "  [--memcached] [--user U --secret S] [--preload N] [--preload-only]\n"
+            "  [--tls --cert FILE --key FILE --ca FILE]\n"
             "  [--server-pid PID] [--label TEXT]\n");
     exit(2);
 }
@@ -339,6 +614,9 @@ int main(int argc, char **argv)
         else if (ARG("--secret")) o.secret = v;
         else if (ARG("--server-pid")) o.server_pid = atoi(v);
         else if (ARG("--label")) o.label = v;
+        else if (ARG("--cert")) o.cert = v;
+        else if (ARG("--key")) o.key = v;
+        else if (ARG("--ca")) o.ca = v;
         else if (ARG("--op")) {
             if (!strcmp(v, "inquire")) o.op = OP_INQUIRE;
             else if (!strcmp(v, "binding")) o.op = OP_BINDING;
@@ -348,6 +626,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--zipf")) o.zipf = 1;
         else if (!strcmp(a, "--memcached")) o.memcached = 1;
         else if (!strcmp(a, "--preload-only")) o.preload_only = 1;
+        else if (!strcmp(a, "--tls")) o.tls = 1;
         else usage();
 #undef ARG
     }
@@ -357,6 +636,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadgen: memcached speaks only --op get here\n");
         return 2;
     }
+    if (o.memcached && o.tls) {
+        fprintf(stderr, "loadgen: --tls is for icsd's TLS port only\n");
+        return 2;
+    }
+    if (o.tls)
+        tls_init();
     if (o.preload)
         preload();
     if (o.preload_only)
@@ -364,39 +649,26 @@ int main(int argc, char **argv)
     if (o.zipf)
         zipf_init();
 
-    struct io_uring ring;
     if (io_uring_queue_init(256, &ring, 0) < 0) {
         fprintf(stderr, "loadgen: io_uring_queue_init failed\n");
         return 1;
     }
     struct lconn *cs = calloc((size_t)o.conns, sizeof *cs);
+    if (!cs)
+        return 1;
     for (int i = 0; i < o.conns; i++) {
-        cs[i].fd = dial();
-        sasl(cs[i].fd);
+        cs[i].ch = dial();
+        sasl(&cs[i].ch);
         cs[i].sent_at = calloc((size_t)o.depth, sizeof(uint64_t));
     }
     uint64_t ops = 0, errors = 0, c0, c1;
-    uint32_t opaque = 0;
     cpu_ticks(&c0);
     uint64_t t0 = now_ns(), end = t0 + (uint64_t)o.duration_s * 1000000000u;
     /* Fill every pipeline and arm the receives. */
     for (int i = 0; i < o.conns; i++) {
-        struct lconn *c = &cs[i];
-        uint64_t t = now_ns();
-        for (int d = 0; d < o.depth; d++) {
-            int w = o.op == OP_MIX && (int)(xr() % 100) >= o.read_pct;
-            put_request(&c->out, w, opaque++);
-            c->sent_at[(c->head + c->inflight) % (unsigned)o.depth] = t;
-            c->inflight++;
-        }
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-        io_uring_prep_send(sqe, c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
-        io_uring_sqe_set_data64(sqe, (uint64_t)i << 1);
-        c->sending = 1;
-        sqe = io_uring_get_sqe(&ring);
-        io_uring_prep_recv(sqe, c->fd, c->rbuf, sizeof c->rbuf, 0);
-        io_uring_sqe_set_data64(sqe, (uint64_t)i << 1 | 1);
-        c->recving = 1;
+        queue_requests(&cs[i], (unsigned)o.depth, now_ns());
+        send_more(&cs[i], i);
+        arm_recv(&cs[i], i);
     }
     int done = 0;
     while (!done) {
@@ -409,22 +681,23 @@ int main(int argc, char **argv)
         io_uring_for_each_cqe(&ring, head, cqe) {
             n++;
             uint64_t ud = io_uring_cqe_get_data64(cqe);
-            struct lconn *c = &cs[ud >> 1];
+            int i = (int)(ud >> 1);
+            struct lconn *c = &cs[i];
             if (!(ud & 1)) { /* send */
                 c->sending = 0;
                 if (cqe->res < 0) {
                     fprintf(stderr, "loadgen: send: %s\n", strerror(-cqe->res));
                     return 1;
                 }
-                buf_consume(&c->out, (size_t)cqe->res);
+                c->txoff += (size_t)cqe->res;
+                send_more(c, i); /* the rest, or what queued meanwhile */
                 continue;
             }
-            c->recving = 0;
             if (cqe->res <= 0) {
                 fprintf(stderr, "loadgen: connection closed by the server\n");
                 return 1;
             }
-            buf_append(&c->in, c->rbuf, (size_t)cqe->res);
+            take_input(c, (size_t)cqe->res);
             size_t off = 0;
             unsigned answered = 0;
             for (;;) {
@@ -444,26 +717,11 @@ int main(int argc, char **argv)
                 answered++;
             }
             buf_consume(&c->in, off);
-            if (!done) {
-                for (unsigned k = 0; k < answered; k++) {
-                    int w = o.op == OP_MIX && (int)(xr() % 100) >= o.read_pct;
-                    put_request(&c->out, w, opaque++);
-                    c->sent_at[(c->head + c->inflight) % (unsigned)o.depth] = t;
-                    c->inflight++;
-                }
-            }
-            if (!c->sending && c->out.len) {
-                struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-                io_uring_prep_send(sqe, c->fd, c->out.p, c->out.len, MSG_NOSIGNAL);
-                io_uring_sqe_set_data64(sqe, ud & ~1ull);
-                c->sending = 1;
-            }
-            if (c->inflight) {
-                struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-                io_uring_prep_recv(sqe, c->fd, c->rbuf, sizeof c->rbuf, 0);
-                io_uring_sqe_set_data64(sqe, ud);
-                c->recving = 1;
-            }
+            if (!done && answered)
+                queue_requests(c, answered, t);
+            send_more(c, i);
+            if (c->inflight)
+                arm_recv(c, i);
         }
         io_uring_cq_advance(&ring, n);
     }
@@ -477,7 +735,8 @@ int main(int argc, char **argv)
            (double)ops / secs, hpct(0.50) / 1000.0, hpct(0.99) / 1000.0, hpct(0.999) / 1000.0,
            ops ? cpu_us / (double)ops : 0.0);
     for (int i = 0; i < o.conns; i++)
-        close(cs[i].fd);
+        chan_close(&cs[i].ch);
     io_uring_queue_exit(&ring);
+    SSL_CTX_free(tls_ctx);
     return errors && o.op != OP_MIX ? 3 : 0;
 }
