@@ -6,6 +6,8 @@
 #                             at build/release, ICS_BENCH_ROWS=100000)
 #   otherwise, each Google Benchmark binary in build/release/bench/<layer>/
 #                             with ICS_BENCH_ROWS=100000 --benchmark_min_time=0.01
+#   plus the extra smoke scripts listed in EXTRA below (a layer's second
+#   benchmark, e.g. bench/tls/vs_plain.sh: TLS vs plaintext inquiries)
 # and prints their figures. Speed never fails the stage: a benchmark that
 # crashes (non-zero exit other than 77 = skipped) does. One that overruns its
 # share of the time budget (ICS_BENCH_BUDGET, default 170 s for all runs, at
@@ -50,6 +52,13 @@ for dir in bench/*/; do
     done < <(find "$BUILD/bench/$layer" -maxdepth 2 -type f -perm -u+x ! -name '*.so' ! -path '*CMakeFiles*' | sort)
   fi
   [ $found = 1 ] || echo "ci-bench: bench/$layer: nothing runnable built (no run.sh, no benchmark binary): skipped"
+done
+# Second scripts of a layer, run with --smoke like run.sh: "layer/script".
+EXTRA=(tls/vs_plain.sh)
+for e in "${EXTRA[@]}"; do
+  layer=${e%%/*}
+  if [ -n "${ICS_BENCH_ONLY:-}" ] && [[ " $ICS_BENCH_ONLY " != *" $layer "* ]]; then continue; fi
+  [ -f "bench/$e" ] && RUNS+=("$e|script|bench/$e")
 done
 if [ ${#RUNS[@]} -eq 0 ]; then
   echo "ci-bench: no benchmarks exist yet"
