@@ -291,6 +291,10 @@ static void conn_close(struct conn *c)
     if (c->closing)
         return;
     c->closing = 1;
+    /* From now on events for this principal go to other watchers or the
+     * mailbox, not into a buffer that will never be sent. */
+    watch_unregister(c);
+    c->watch_mask = 0;
     shutdown(c->fd, SHUT_RDWR);
     conn_mark_dirty(c);
 }
@@ -658,15 +662,22 @@ static void on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     conn_mark_dirty(c); /* more may have queued meanwhile */
 }
 
+static void ev_settle(struct loop *l, struct ev_share *sh, int taken, int may_keep,
+                      const uint8_t *frame, size_t flen);
+
 static void on_msg(struct worker *w, struct msg *m)
 {
     struct conn *c = conn_get(w, m->slot, m->gen);
     if (m->type == MSG_EVENT) {
+        int taken = 0;
         if (c && !c->closing) {
             if (buf_append(&c->out, m->data, m->len) < 0)
                 conn_close(c);
+            else
+                taken = 1;
             conn_mark_dirty(c);
         }
+        ev_settle(w->l, m->share, taken, 1, m->data, m->len);
         return;
     }
     if (!c) {
@@ -934,38 +945,90 @@ void watch_unregister(struct conn *c)
     pthread_mutex_unlock(&l->wmu);
 }
 
-static void post_event(struct loop *l, const struct watcher *x, const uint8_t *frame, size_t flen)
+/* Returns 0, or -ENOMEM when the copy could not be made (the caller then
+ * settles that copy itself). */
+static int post_event(struct loop *l, const struct watcher *x, const uint8_t *frame,
+                      size_t flen, struct ev_share *share)
 {
     struct msg *m = calloc(1, sizeof *m + flen);
     if (!m)
-        return;
+        return -ENOMEM;
     m->type = MSG_EVENT;
     m->worker = x->worker, m->slot = x->slot, m->gen = x->gen;
     m->loop = l;
+    m->share = share;
     m->len = flen;
     memcpy(m->data, frame, flen);
     post_msg(l, m);
+    return 0;
+}
+
+static void keep_in_mailbox(struct loop *l, const void *name, size_t nlen,
+                            const uint8_t *frame, size_t flen)
+{
+    if (!l->d.mailbox)
+        return;
+    int rc = mailbox_push(l->d.mailbox, name, nlen, frame, flen);
+    if (rc < 0)
+        loop_log(l, LOOP_LOG_WARN, "event for %.*s dropped: mailbox: %s", (int)nlen,
+                 (const char *)name, strerror(-rc));
+}
+
+/* Settles one copy of a kept event (m->share); the last copy to settle
+ * keeps the frame in the mailbox if no copy was taken by a live
+ * connection. A copy is "taken" once it is queued on a connection that is
+ * not closing: bytes the kernel accepted but a peer never read are beyond
+ * what a server can know (the client's next WATCH sees what followed). */
+static void ev_settle(struct loop *l, struct ev_share *sh, int taken, int may_keep,
+                      const uint8_t *frame, size_t flen)
+{
+    if (!sh)
+        return;
+    /* Relaxed store: the acq_rel decrement below orders it before the last
+     * settler's load (release sequence on left). */
+    if (taken)
+        atomic_store_explicit(&sh->taken, 1, memory_order_relaxed);
+    if (atomic_fetch_sub_explicit(&sh->left, 1, memory_order_acq_rel) != 1)
+        return;
+    if (may_keep && !atomic_load_explicit(&sh->taken, memory_order_relaxed))
+        keep_in_mailbox(l, sh->name, sh->name_len, frame, flen);
+    free(sh);
+}
+
+static int watcher_is(const struct watcher *x, uint32_t bit, const void *name, size_t nlen)
+{
+    return (x->mask & bit) && x->p && x->p->name_len == nlen &&
+           memcmp(x->p->name, name, nlen) == 0 && !principal_revoked(x->p);
 }
 
 void event_raise_to(struct loop *l, const void *name, size_t nlen, uint32_t bit,
                     const uint8_t *frame, size_t flen, int keep)
 {
-    int sent = 0;
+    unsigned n = 0, posted = 0;
     pthread_mutex_lock(&l->wmu);
+    for (struct watcher *x = l->watchers; x; x = x->next)
+        n += (unsigned)watcher_is(x, bit, name, nlen);
+    struct ev_share *sh = NULL;
+    if (n && keep && nlen <= UINT16_MAX && (sh = malloc(sizeof *sh + nlen)) != NULL) {
+        /* Every copy holds one count before any is posted, so no settler
+         * can see zero early. */
+        atomic_init(&sh->left, n);
+        atomic_init(&sh->taken, 0);
+        sh->name_len = (uint16_t)nlen;
+        memcpy(sh->name, name, nlen);
+    }
     for (struct watcher *x = l->watchers; x; x = x->next) {
-        if (!(x->mask & bit) || !x->p || x->p->name_len != nlen ||
-            memcmp(x->p->name, name, nlen) != 0 || principal_revoked(x->p))
+        if (!watcher_is(x, bit, name, nlen))
             continue;
-        post_event(l, x, frame, flen);
-        sent++;
+        if (post_event(l, x, frame, flen, sh) == 0) {
+            posted++;
+        } else {
+            ev_settle(l, sh, 0, 1, frame, flen); /* this copy never left */
+        }
     }
     pthread_mutex_unlock(&l->wmu);
-    if (!sent && keep && l->d.mailbox) {
-        int rc = mailbox_push(l->d.mailbox, name, nlen, frame, flen);
-        if (rc < 0)
-            loop_log(l, LOOP_LOG_WARN, "event for %.*s dropped: mailbox: %s", (int)nlen,
-                     (const char *)name, strerror(-rc));
-    }
+    if (!posted && keep && !sh) /* with sh, the last settle kept it */
+        keep_in_mailbox(l, name, nlen, frame, flen);
 }
 
 void loop_store_listener(void *arg, const struct store_change *ch)
@@ -995,7 +1058,7 @@ void loop_store_listener(void *arg, const struct store_change *ch)
         int to_tpsp = principal_has(x->p, PRINCIPAL_TPSP) &&
                       acl_uri_in_scope(x->p, r->uri, r->uri_len);
         if (to_owner || to_tpsp)
-            post_event(l, x, b.p, b.len);
+            (void)post_event(l, x, b.p, b.len, NULL);
     }
     pthread_mutex_unlock(&l->wmu);
     buf_free(&b);
@@ -1431,6 +1494,8 @@ void loop_destroy(loop_t *l)
             struct msg *n = m->next;
             if (m->type == MSG_AUTH)
                 principal_put(m->principal);
+            if (m->type == MSG_EVENT)
+                ev_settle(l, m->share, 0, 0, m->data, m->len); /* mailboxes die with the server */
             free(m->result_to);
             free(m->result_dev);
             free(m);

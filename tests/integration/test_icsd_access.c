@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -320,7 +321,6 @@ static void test_two_phase(void)
     /* Mailbox: with no WATCH connection the MAP_RESULT waits, and comes
      * right after the next WATCH. */
     close(ta_w);
-    usleep(100000);
     CHECK_EQ(map_request(ta, "ACME-0009", "https://a.example/9", "u9", id), 0);
     expect_event(acme_w, WIRE_EV_MAP_PENDING);
     CHECK_EQ(confirm(acme, id, "dev-A9"), 0);
@@ -388,6 +388,74 @@ static void test_pending_expiry(void)
     itest_cleanup(&s2);
 }
 
+/* At-least-once across a WATCH connection going away: the watcher
+ * half-closes (the server sees EOF and closes its side) while a MAP_RESULT
+ * for it is being raised. Every result must reach the tpsp, on the old
+ * connection if it was sent before the close, else from the mailbox on the
+ * next WATCH; never neither. Rounds race the close against the event. */
+static void test_watch_close_race(void)
+{
+    int acme = itest_login(&srv, "acme", "acme-pw");
+    int acme_w = itest_login(&srv, "acme", "acme-pw");
+    int ta = itest_login(&srv, "tpA", "tpa-pw");
+    watch(acme_w, WIRE_W_MAP_PENDING);
+    int via_old = 0, via_mailbox = 0;
+    for (int round = 0; round < 12; round++) {
+        int ta_w = itest_login(&srv, "tpA", "tpa-pw");
+        watch(ta_w, WIRE_W_MAP_RESULT);
+        char serial[32], dev[32], uti[32];
+        snprintf(serial, sizeof serial, "ACME-R%02d", round);
+        snprintf(dev, sizeof dev, "dev-R%02d", round);
+        snprintf(uti, sizeof uti, "ur%02d", round);
+        uint8_t id[16];
+        CHECK_EQ(map_request(ta, serial, "https://a.example/r", uti, id), 0);
+        expect_event(acme_w, WIRE_EV_MAP_PENDING);
+        /* Round 0 closes before the confirm, round 1 after its answer
+         * (the result was raised by then), the others 0.15 ms apart after
+         * sending it, so the close lands before, during and after the
+         * raise (the result is raised once the map is durable). */
+        if (round == 0)
+            CHECK_EQ(shutdown(ta_w, SHUT_WR), 0);
+        struct buf v = BUF_INIT;
+        itest_s16(&v, dev);
+        CHECK_EQ(itest_req(acme, WIRE_OP_MAP_CONFIRM, 5, 0, NULL, 0, id, 16, v.p,
+                           (uint32_t)v.len), 0);
+        buf_free(&v);
+        if (round >= 2) {
+            usleep((useconds_t)(round - 2) * 150);
+            CHECK_EQ(shutdown(ta_w, SHUT_WR), 0);
+        }
+        CHECK_EQ(itest_read(acme, &r), 0);
+        CHECK_EQ(r.status, 0);
+        if (round == 1)
+            CHECK_EQ(shutdown(ta_w, SHUT_WR), 0);
+        /* The old connection: the result, or EOF once the server closed. */
+        int got = 0;
+        while (!got && itest_read(ta_w, &r) == 0)
+            got = r.magic == WIRE_MAGIC_EVT && r.opcode == WIRE_EV_MAP_RESULT &&
+                  memcmp(r.key, id, 16) == 0;
+        close(ta_w);
+        if (got) {
+            via_old++;
+            continue;
+        }
+        int nw = itest_login(&srv, "tpA", "tpa-pw");
+        watch(nw, WIRE_W_MAP_RESULT);
+        for (int i = 0; i < 8 && !got; i++) {
+            expect_event(nw, WIRE_EV_MAP_RESULT);
+            got = memcmp(r.key, id, 16) == 0;
+        }
+        CHECK(got);
+        via_mailbox++;
+        close(nw);
+    }
+    fprintf(stderr, "watch close race: %d on the old connection, %d via the mailbox\n",
+            via_old, via_mailbox);
+    close(acme);
+    close(acme_w);
+    close(ta);
+}
+
 int main(void)
 {
     itest_start(&srv, NULL);
@@ -395,6 +463,7 @@ int main(void)
     setup_principals(adm);
     test_visibility(adm);
     test_two_phase();
+    test_watch_close_race();
     close(adm);
     CHECK_EQ(itest_stop(&srv), 0);
     itest_cleanup(&srv);
