@@ -131,7 +131,10 @@ struct ext {
     uint32_t lock;      /* tiny spinlock among concurrent history adders */
     uint32_t shift;     /* bytes from the allocation's start to here */
     uint64_t head;      /* entries ever added; cell (head-1) % len is newest */
-    uint64_t pad[6];    /* the cells start on a line of their own */
+    uint64_t klsn;      /* key (lsn, part) of the newest logged entry given */
+    uint32_t kpart;     /* (both under lock: see engine_hist.lsn) */
+    uint32_t pad0;
+    uint64_t pad[4];    /* the cells start on a line of their own */
     uint64_t cell[];    /* history_len cells of HC_W words, then
                            history_len overflow pointers (struct hbuf *) */
 };
@@ -1026,7 +1029,8 @@ static inline uint64_t iter_key(const engine_t *e, const struct rec *r)
 /* Collects the live records whose home lies in [a, a+w) and whose key is
  * >= from, sorted by key. Returns the count, or -1 if more than cap. */
 static long gather(const engine_t *e, const struct tab *t, size_t a,
-                   size_t w, uint64_t from, struct cand *c, size_t cap)
+                   size_t w, uint64_t from, struct cand *c, size_t cap,
+                   bool all)
 {
     size_t m = t->cap - 1, n = 0;
     size_t last = a + w - 1; /* home index of the window's last bucket */
@@ -1041,7 +1045,7 @@ static long gather(const engine_t *e, const struct tab *t, size_t a,
         if (sw <= SLOT_TOMB)
             continue;
         const struct rec *r = ptr_of(sw);
-        if (!r->nrows)
+        if (!r->nrows && !all)
             continue;
         uint64_t g = iter_key(e, r);
         size_t hm = home_of(t, g);
@@ -1060,8 +1064,23 @@ static long gather(const engine_t *e, const struct tab *t, size_t a,
     return (long)n;
 }
 
-int engine_iterate(engine_t *e, uint64_t *cursor, size_t max, engine_row_fn fn,
-                   void *arg)
+static void dev_view(struct engine_device *v, const struct rec *r)
+{
+    struct pfv pf = rec_prefs(r);
+    v->device = r->dev;
+    v->device_len = r->dev_len;
+    v->owner = r->owner ? r->owner->b : NULL;
+    v->owner_len = r->owner ? r->owner->len : 0;
+    v->prefs = pf.len ? pf.p : NULL;
+    v->prefs_len = pf.len;
+    v->rows = r->nrows;
+    v->rec = r;
+}
+
+/* engine_iterate and engine_iterate_devices: all = visit records without
+ * rows too (each counts as one row against max). */
+static int iterate(engine_t *e, uint64_t *cursor, size_t max,
+                   engine_device_fn dfn, engine_row_fn fn, void *arg, bool all)
 {
     struct cand stack_c[256];
     struct cand *c = stack_c;
@@ -1078,7 +1097,7 @@ int engine_iterate(engine_t *e, uint64_t *cursor, size_t max, engine_row_fn fn,
     while (a < t->cap) {
         if (w > t->cap - a)
             w = t->cap - a;
-        long n = gather(e, t, a, w, from, c, ccap);
+        long n = gather(e, t, a, w, from, c, ccap, all);
         if (n < 0) {
             if (w > 1) {
                 w /= 2;
@@ -1101,14 +1120,28 @@ int engine_iterate(engine_t *e, uint64_t *cursor, size_t max, engine_row_fn fn,
              * the cursor is a tag. */
             long j = i;
             size_t rows = 0;
-            while (j < n && c[j].tag == c[i].tag)
-                rows += c[j++].r->nrows;
+            while (j < n && c[j].tag == c[i].tag) {
+                uint32_t nr = c[j++].r->nrows;
+                rows += nr ? nr : all;
+            }
             if (visited > 0 && (size_t)visited + rows > max) {
                 *cursor = c[i].tag;
                 goto out;
             }
             for (; i < j; i++) {
                 const struct rec *r = c[i].r;
+                if (dfn) {
+                    struct engine_device dv;
+                    dev_view(&dv, r);
+                    int rc = dfn(arg, &dv);
+                    if (rc) { /* stopped: resume at this group */
+                        *cursor = c[i].tag;
+                        visited = rc;
+                        goto out;
+                    }
+                }
+                if (all && !r->nrows)
+                    visited++;
                 struct pfv pf = rec_prefs(r);
                 const struct row *rw = rec_rows(r);
                 for (uint32_t k = 0; k < r->nrows; k++, rw = row_next(rw)) {
@@ -1144,6 +1177,19 @@ out:
     if (c != stack_c)
         eng_free(e, c, cbytes);
     return visited;
+}
+
+int engine_iterate(engine_t *e, uint64_t *cursor, size_t max, engine_row_fn fn,
+                   void *arg)
+{
+    return iterate(e, cursor, max, NULL, fn, arg, false);
+}
+
+int engine_iterate_devices(engine_t *e, uint64_t *cursor, size_t max,
+                           engine_device_fn dev_fn, engine_row_fn row_fn,
+                           void *arg)
+{
+    return iterate(e, cursor, max, dev_fn, row_fn, arg, true);
 }
 
 /* --- expiry --------------------------------------------------------------- */
@@ -1298,6 +1344,26 @@ static size_t hbuf_size(uint32_t nw)
     return sizeof(struct hbuf) + (size_t)nw * sizeof(uint64_t);
 }
 
+/* A device's history ring, zeroed and aligned to a cache line. */
+static struct ext *ext_new(engine_t *e)
+{
+    uint8_t *m = eng_alloc(e, ext_size(e->hlen), true);
+    if (!m)
+        return NULL;
+    size_t sh = (EXT_ALIGN - ((uintptr_t)m & (EXT_ALIGN - 1))) & (EXT_ALIGN - 1);
+    struct ext *hs = (struct ext *)(void *)(m + sh);
+    memset(hs, 0, ext_size(e->hlen) - sh);
+    hs->shift = (uint32_t)sh;
+    return hs;
+}
+
+/* Only a ring no reader ever saw (a failed change). */
+static void ext_free(engine_t *e, struct ext *hs)
+{
+    if (hs)
+        eng_free(e, (uint8_t *)hs - hs->shift, ext_size(e->hlen));
+}
+
 static struct rec *rec_alloc(engine_t *e, size_t dev_len, size_t rbytes,
                              bool checked)
 {
@@ -1383,15 +1449,8 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
             ow = no;
         }
     }
-    if (!old && e->hlen) {
-        uint8_t *m = eng_alloc(e, ext_size(e->hlen), true);
-        if (!m)
-            goto nomem;
-        size_t sh = (EXT_ALIGN - ((uintptr_t)m & (EXT_ALIGN - 1))) & (EXT_ALIGN - 1);
-        hs = (struct ext *)(void *)(m + sh);
-        memset(hs, 0, ext_size(e->hlen) - sh);
-        hs->shift = (uint32_t)sh;
-    }
+    if (!old && e->hlen && !(hs = ext_new(e)))
+        goto nomem;
     size_t ob = old ? rows_bytes(old) : 0;
     size_t pfb = old ? rec_pf_bytes(old) : 0;
     struct rec *nr = rec_alloc(e, rq->dev_len, pfb + ob + ROW_SZ(rq->uti_len),
@@ -1462,8 +1521,7 @@ nomem:
         eng_free(e, nu, name_size(nu->len));
     if (no)
         eng_free(e, no, name_size(no->len));
-    if (hs)
-        eng_free(e, (uint8_t *)hs - hs->shift, ext_size(e->hlen));
+    ext_free(e, hs);
     return -ENOMEM;
 }
 
@@ -1763,6 +1821,14 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
          * above is what acquires it. */
         while (__atomic_load_n(&hs->lock, __ATOMIC_RELAXED))
             __builtin_ia32_pause();
+    if (h->lsn) {
+        /* A logged entry the ring already has (log replayed over a
+         * snapshot): keys only grow, so not above the newest means held. */
+        if (h->lsn < hs->klsn || (h->lsn == hs->klsn && h->part <= hs->kpart)) {
+            __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* unlock */
+            return 0;
+        }
+    }
     uint64_t seq = hs->head;
     uint64_t *c = &hs->cell[(seq % e->hlen) * HC_W];
     struct hbuf *ov = NULL, *nov = NULL;
@@ -1809,6 +1875,10 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
     __atomic_store_n(&c[0], 2 * seq + 2, __ATOMIC_RELEASE);
     /* release: a reader that sees the new head sees the entry. */
     __atomic_store_n(&hs->head, seq + 1, __ATOMIC_RELEASE);
+    if (h->lsn) { /* plain: only lock holders read or write the key */
+        hs->klsn = h->lsn;
+        hs->kpart = h->part;
+    }
     __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* unlock */
     if (nov && ov) {
         tsan_release(ov);
@@ -1918,6 +1988,202 @@ int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
     }
     rd_unlock(e);
     return n;
+}
+
+/* --- whole records: snapshot and restore ----------------------------------- */
+
+static void ring_lock(struct ext *hs)
+{
+    /* acquire, as in hist_put: the previous holder's stores are visible. */
+    while (__atomic_exchange_n(&hs->lock, 1u, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&hs->lock, __ATOMIC_RELAXED)) /* wait only */
+            __builtin_ia32_pause();
+}
+static void ring_unlock(struct ext *hs)
+{
+    __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* release: our stores */
+}
+
+int engine_device_history(engine_t *e, const struct engine_device *d,
+                          engine_hist_fn fn, void *arg, uint64_t *lsn,
+                          uint32_t *part)
+{
+    if (lsn)
+        *lsn = 0;
+    if (part)
+        *part = 0;
+    if (!d || !d->rec)
+        return -EINVAL;
+    struct ext *hs = e->hlen ? rec_ext(d->rec) : NULL;
+    if (!hs)
+        return 0;
+    /* Under the ring's lock, so that the key read matches the entries
+     * read: an adder changes both only while holding it. Every cell is
+     * then whole (no seqlock retry needed). */
+    ring_lock(hs);
+    int n = 0;
+    /* relaxed, all loads below: the lock's acquire ordered them after the
+     * last adder's stores, and no adder runs until we unlock. */
+    uint64_t head = __atomic_load_n(&hs->head, __ATOMIC_RELAXED);
+    uint64_t seq = head > e->hlen ? head - e->hlen : 0;
+    uint64_t v[HE_MAX_W];
+    for (; seq < head; seq++) {
+        const uint64_t *c = &hs->cell[(seq % e->hlen) * HC_W];
+        uint64_t micros = __atomic_load_n(&c[1], __ATOMIC_RELAXED);
+        uint64_t lens = __atomic_load_n(&c[2], __ATOMIC_RELAXED);
+        uint16_t pl = (uint16_t)(lens >> 8), ul = (uint16_t)(lens >> 24),
+                 tl = (uint16_t)(lens >> 40);
+        size_t nb = (size_t)pl + ul + tl, nw = (nb + 7) / 8;
+        ENGINE_PANIC_IF(nb > HE_MAX);
+        if (nb <= HC_INLINE) {
+            for (size_t k = 0; k < nw; k++)
+                v[k] = __atomic_load_n(&c[3 + k], __ATOMIC_RELAXED);
+        } else {
+            const struct hbuf *ob = (const struct hbuf *)(uintptr_t)
+                __atomic_load_n(&hs->cell[(size_t)e->hlen * HC_W + seq % e->hlen],
+                                __ATOMIC_RELAXED);
+            ENGINE_PANIC_IF(!ob || ob->nw < nw);
+            for (size_t k = 0; k < nw; k++)
+                v[k] = __atomic_load_n(&ob->w[k], __ATOMIC_RELAXED);
+        }
+        const uint8_t *b = (const uint8_t *)v;
+        if (fn) {
+            struct engine_hist hv = {
+                .micros = micros, .event = (uint8_t)lens,
+                .principal = b, .principal_len = pl,
+                .uri = b + pl, .uri_len = ul,
+                .uti = b + pl + ul, .uti_len = tl};
+            int rc = fn(arg, &hv);
+            if (rc) {
+                n = rc;
+                break;
+            }
+        }
+        n++;
+    }
+    if (lsn)
+        *lsn = hs->klsn;
+    if (part)
+        *part = hs->kpart;
+    ring_unlock(hs);
+    return n;
+}
+
+int engine_device_restore(engine_t *e, const struct engine_device_load *d)
+{
+    if (!d || !d->dev || bad_id(d->dev_len) || d->owner_len > ENGINE_NAME_MAX ||
+        (d->owner_len && !d->owner) || (d->prefs_len && !d->prefs) ||
+        d->prefs_len > UINT32_MAX - 64 || (d->nhist && !d->hist))
+        return -EINVAL;
+    for (size_t i = 0; i < d->nhist; i++)
+        if (hist_bad(&d->hist[i]) || d->hist[i].event < ENGINE_H_MAP ||
+            d->hist[i].event > ENGINE_H_EXPIRY)
+            return -EINVAL;
+    if (!e->hlen)
+        return 0; /* no rings, and no record outlives its rows */
+    write_begin(e);
+    uint64_t dh = dev_hash(e, d->dev, d->dev_len);
+    size_t di = 0;
+    struct rec *old = dev_find(e->dix.cur, dh, d->dev, d->dev_len, &di);
+    struct rec *r = old;
+    if (!old || d->meta) {
+        /* Phase 1: everything that can fail. */
+        if (!old && ix_reserve(e, &e->dix, 1) < 0)
+            return -ENOMEM;
+        struct name *ow = old ? old->owner : NULL, *no = NULL;
+        if (d->meta) {
+            ow = NULL;
+            if (d->owner_len) {
+                uint64_t oh = name_hash(e, d->owner, d->owner_len);
+                ow = ntab_find(&e->owners, oh, d->owner, d->owner_len);
+                if (!ow) {
+                    if (ntab_reserve(e, &e->owners) < 0 ||
+                        !(no = name_new(e, oh, d->owner, d->owner_len)))
+                        return -ENOMEM;
+                    ow = no;
+                }
+            }
+        }
+        struct ext *hs = NULL;
+        if (!old && !(hs = ext_new(e))) {
+            if (no)
+                eng_free(e, no, name_size(no->len));
+            return -ENOMEM;
+        }
+        size_t rb = old ? rows_bytes(old) : 0;
+        size_t opf = old ? rec_pf_bytes(old) : 0;
+        size_t npf = d->meta ? (d->prefs_len ? PF_SZ(d->prefs_len) : 0) : opf;
+        struct rec *nr = rec_alloc(e, d->dev_len, npf + rb, true);
+        if (!nr) {
+            if (no)
+                eng_free(e, no, name_size(no->len));
+            ext_free(e, hs);
+            return -ENOMEM;
+        }
+        /* Phase 2: build and publish (as engine_set_prefs); nothing fails. */
+        nr->owner = ow;
+        nr->nrows = old ? old->nrows : 0;
+        nr->dev_len = (uint8_t)d->dev_len;
+        memcpy(nr->dev, d->dev, d->dev_len);
+        if (d->meta) {
+            nr->ext = (old ? (old->ext & ~REC_PREFS) : (uintptr_t)hs) |
+                      (d->prefs_len ? REC_PREFS : 0);
+            if (d->prefs_len) {
+                uint32_t l = (uint32_t)d->prefs_len;
+                memcpy(nr->dev + nr->dev_len, &l, sizeof l);
+                memcpy(nr->dev + nr->dev_len + sizeof l, d->prefs, d->prefs_len);
+            }
+        } else if (old) {
+            rec_header_from(nr, old);
+        } else {
+            nr->ext = (uintptr_t)hs;
+        }
+        if (no)
+            ntab_put(&e->owners, no);
+        struct name *prev_owner = old ? old->owner : NULL;
+        if (ow != prev_owner && ow)
+            ow->refs++;
+        if (old) {
+            uint8_t *dst = (uint8_t *)rec_rows(nr);
+            const struct row *w = rec_rows(old);
+            for (uint32_t k = 0; k < old->nrows; k++, w = row_next(w))
+                dst += ROW_SZ(row_copy(nr, dst, w)->uti_len);
+            ix_set(&e->dix, di, dh, nr);
+            const struct row *ow_ = rec_rows(old), *nw = rec_rows(nr);
+            for (uint32_t k = 0; k < old->nrows;
+                 k++, ow_ = row_next(ow_), nw = row_next(nw))
+                ix_repoint(&e->bix, row_hash(e, ow_), ow_, nw);
+            if (ow != prev_owner)
+                name_unref(e, &e->owners, prev_owner);
+            retire(e, old, rec_size(old->dev_len, opf + rb));
+        } else {
+            ix_insert(&e->dix, dh, nr);
+            set_counter(&e->devices, e->devices + 1);
+        }
+        r = nr;
+    }
+    struct ext *hs = rec_ext(r);
+    ENGINE_PANIC_IF(!hs); /* every record has its ring when hlen > 0 */
+    int rc = 0;
+    rd_lock(); /* hist_put's contract; the writer keeps r alive anyway */
+    for (size_t i = 0; i < d->nhist && rc == 0; i++) {
+        struct engine_hist h = d->hist[i];
+        h.lsn = 0; /* appended as given: the key is set below */
+        h.part = 0;
+        rc = hist_put(e, hs, &h);
+    }
+    if (rc == 0 && d->hist_lsn) {
+        ring_lock(hs);
+        if (d->hist_lsn > hs->klsn ||
+            (d->hist_lsn == hs->klsn && d->hist_part > hs->kpart)) {
+            hs->klsn = d->hist_lsn;
+            hs->kpart = d->hist_part;
+        }
+        ring_unlock(hs);
+    }
+    rd_unlock(e);
+    publish_lsn(e, 0); /* no LSN of its own: only the counters */
+    return rc;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -198,6 +198,16 @@ struct engine_hist {
     const uint8_t *principal; uint16_t principal_len;
     const uint8_t *uri;       uint16_t uri_len;
     const uint8_t *uti;       uint16_t uti_len;
+    /* Logged entries (the store's map/demap/expiry): the change's LSN and
+     * the entry's index within that change (a demap removing several rows
+     * adds one entry per row). 0: not logged (inquiries; readers see 0).
+     * Each ring keeps the key (lsn, part) of the newest logged entry it was
+     * given; adding a logged entry whose key is not above it does nothing,
+     * so replaying the log over a snapshot never duplicates an entry.
+     * Logged entries of one device must come in key order (the single
+     * writer lane gives that). */
+    uint64_t lsn;
+    uint32_t part;
 };
 typedef int (*engine_hist_fn)(void *arg, const struct engine_hist *h);
 /* Any thread. Keeps the newest history_len entries (returns 0 and keeps
@@ -217,6 +227,60 @@ int engine_history_add_row(engine_t *e, const struct engine_row *row,
  * out of rings that adders rewrite in place). */
 int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
                        size_t max, engine_hist_fn fn, void *arg);
+
+/* --- whole device records: snapshots ----------------------------------- */
+
+/* One device record as engine_iterate_devices shows it. Pointers valid only
+ * during the callback. */
+struct engine_device {
+    const uint8_t *device;  uint16_t device_len;
+    const uint8_t *owner;   uint16_t owner_len;  /* 0: no owner */
+    const uint8_t *prefs;   uint32_t prefs_len;  /* 0: none */
+    uint32_t rows;          /* 0: a record kept for its history */
+    const void *rec;        /* engine-private: for engine_device_history */
+};
+typedef int (*engine_device_fn)(void *arg, const struct engine_device *d);
+
+/* engine_iterate over device records, including those without rows (kept
+ * with history_len > 0): for each record, dev_fn (may be NULL) sees its
+ * owner and prefs, then row_fn (may be NULL) each of its rows, all from one
+ * version of the record. Cursor, max and order as engine_iterate (a record
+ * without rows counts as one row); a nonzero return of either callback
+ * stops the visit and the cursor resumes at that device. A reader. */
+int engine_iterate_devices(engine_t *e, uint64_t *cursor, size_t max,
+                           engine_device_fn dev_fn, engine_row_fn row_fn,
+                           void *arg);
+
+/* Only from inside a dev_fn: visits the history entries of that device,
+ * oldest first (entries' lsn/part are 0: the ring keeps one key, not one
+ * per entry), and stores in *lsn and *part (may be NULL) the key of the
+ * newest logged entry the ring was given, consistent with the entries:
+ * the ring's adders wait while this runs, so fn must only copy (no
+ * allocation, no blocking). Returns the entries visited or fn's nonzero
+ * value; 0 when history_len is 0. */
+int engine_device_history(engine_t *e, const struct engine_device *d,
+                          engine_hist_fn fn, void *arg, uint64_t *lsn,
+                          uint32_t *part);
+
+/* A writer (one at a time, like engine_map): restores a device record's
+ * metadata and history from a snapshot. Creates the record without rows
+ * if it is unknown; with meta set, gives it owner and prefs (else keeps
+ * what it has); appends hist[0..nhist) (oldest first, lsn/part ignored)
+ * to its ring; raises the ring's logged key to (hist_lsn, hist_part).
+ * With history_len 0 the engine keeps neither history nor records without
+ * rows: returns 0 and changes nothing. 0, -EINVAL, -ENOMEM (nothing
+ * changed, unless entries were appended before it). */
+struct engine_device_load {
+    const void *dev;   size_t dev_len;
+    const void *owner; size_t owner_len;
+    const void *prefs; size_t prefs_len;
+    int meta;                          /* 1: set owner and prefs */
+    const struct engine_hist *hist;    /* oldest first */
+    size_t nhist;
+    uint64_t hist_lsn;                 /* the ring's newest logged key */
+    uint32_t hist_part;
+};
+int engine_device_restore(engine_t *e, const struct engine_device_load *d);
 
 #ifdef __cplusplus
 }

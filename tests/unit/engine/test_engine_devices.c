@@ -1,0 +1,329 @@
+/*
+ * test_engine_devices.c — whole device records for snapshots (issues 3, 7):
+ * engine_iterate_devices visits records without rows too, with owner,
+ * prefs and rows from one version; engine_device_history gives a ring
+ * oldest first with its logged key; the key makes replayed logged entries
+ * no-ops (no duplicates, nothing lost, parts of one change kept apart);
+ * engine_device_restore rebuilds a record without rows, or changes the
+ * metadata of one with rows, and refuses bad input and the memory limit.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "test.h"
+
+static engine_t *mk(uint32_t hlen, size_t limit)
+{
+    engine_t *e;
+    struct engine_config c = {.initial_devices = 16, .history_len = hlen, .mem_limit = limit,
+                              .hash_seed = 42};
+    CHECK_EQ(engine_create(&e, &c), 0);
+    engine_thread_online(e);
+    return e;
+}
+
+static void done(engine_t *e)
+{
+    engine_thread_offline(e);
+    engine_destroy(e);
+}
+
+static int map(engine_t *e, const char *dev, const char *uri, const char *uti,
+               const char *owner, uint64_t lsn)
+{
+    struct engine_map_req rq = {dev, strlen(dev), uri, strlen(uri), uti, strlen(uti),
+                                owner, owner ? strlen(owner) : 0, 0, 0};
+    return engine_map(e, &rq, lsn, NULL);
+}
+
+static int hadd(engine_t *e, const char *dev, uint8_t ev, const char *uti, uint64_t lsn,
+                uint32_t part)
+{
+    struct engine_hist h = {.micros = lsn * 10 + part, .event = ev,
+                            .principal = (const uint8_t *)"p", .principal_len = 1,
+                            .uri = (const uint8_t *)"https://u", .uri_len = 9,
+                            .uti = (const uint8_t *)uti, .uti_len = (uint16_t)strlen(uti),
+                            .lsn = lsn, .part = part};
+    return engine_history_add(e, dev, strlen(dev), &h);
+}
+
+/* --- history collected as "event:uti:micros" strings ------------------------ */
+struct hl { char s[64][48]; int n; };
+static int hcol(void *arg, const struct engine_hist *h)
+{
+    struct hl *l = arg;
+    CHECK(l->n < 64);
+    CHECK_EQ(h->lsn, 0); /* a ring keeps one key, not one per entry */
+    snprintf(l->s[l->n++], 48, "%u:%.*s:%llu", h->event, h->uti_len, h->uti,
+             (unsigned long long)h->micros);
+    return 0;
+}
+static struct hl hget(engine_t *e, const char *dev)
+{
+    struct hl l = {.n = 0};
+    CHECK(engine_history_get(e, dev, strlen(dev), 64, hcol, &l) >= 0);
+    return l;
+}
+
+/* --- device visits ------------------------------------------------------------ */
+struct seen {
+    engine_t *e;
+    int devs, rowless, rows, rows_of_last;
+    char owner[8][16], prefs[8][16], dev[8][16];
+    uint32_t nrows[8];
+    struct hl hist[8];
+    uint64_t klsn[8];
+    uint32_t kpart[8];
+};
+static int dev_cb(void *arg, const struct engine_device *d)
+{
+    struct seen *s = arg;
+    CHECK(s->devs < 8);
+    int i = s->devs++;
+    snprintf(s->dev[i], 16, "%.*s", d->device_len, d->device);
+    snprintf(s->owner[i], 16, "%.*s", d->owner_len, d->owner ? (const char *)d->owner : "");
+    snprintf(s->prefs[i], 16, "%.*s", (int)d->prefs_len, d->prefs ? (const char *)d->prefs : "");
+    s->nrows[i] = d->rows;
+    s->rowless += d->rows == 0;
+    s->hist[i].n = 0;
+    CHECK(engine_device_history(s->e, d, hcol, &s->hist[i], &s->klsn[i], &s->kpart[i]) >= 0);
+    s->rows_of_last = 0;
+    return 0;
+}
+static int row_cb(void *arg, const struct engine_row *r)
+{
+    struct seen *s = arg;
+    CHECK(s->devs > 0);
+    /* rows follow their device's dev_fn call */
+    CHECK(r->device_len == strlen(s->dev[s->devs - 1]) &&
+          !memcmp(r->device, s->dev[s->devs - 1], r->device_len));
+    s->rows++;
+    s->rows_of_last++;
+    return 0;
+}
+static int find(const struct seen *s, const char *dev)
+{
+    for (int i = 0; i < s->devs; i++)
+        if (!strcmp(s->dev[i], dev))
+            return i;
+    return -1;
+}
+
+static void iterate_rowless(void)
+{
+    engine_t *e = mk(4, 0);
+    CHECK_EQ(map(e, "d1", "https://u", "t1", "own1", 1), 0);
+    CHECK_EQ(map(e, "d1", "https://u", "t2", NULL, 2), 0);
+    CHECK_EQ(map(e, "d2", "https://u", "t3", "own2", 3), 0);
+    CHECK_EQ(engine_set_prefs(e, "d2", 2, "P2", 2, 4), 0);
+    CHECK_EQ(engine_demap_device(e, "d2", 2, 5, NULL, NULL), 1);
+    /* d2 is kept without rows (history_len > 0): engine_iterate skips it,
+     * engine_iterate_devices does not. */
+    struct seen s = {.e = e};
+    uint64_t cur = 0;
+    int n = engine_iterate_devices(e, &cur, 100, dev_cb, row_cb, &s);
+    CHECK_EQ(cur, 0);
+    CHECK_EQ(n, 3); /* two rows and one record without rows */
+    CHECK_EQ(s.devs, 2);
+    CHECK_EQ(s.rows, 2);
+    CHECK_EQ(s.rowless, 1);
+    int i2 = find(&s, "d2"), i1 = find(&s, "d1");
+    CHECK(i1 >= 0 && i2 >= 0);
+    CHECK(!strcmp(s.owner[i2], "own2") && !strcmp(s.prefs[i2], "P2") && s.nrows[i2] == 0);
+    CHECK(!strcmp(s.owner[i1], "own1") && s.nrows[i1] == 2 && s.prefs[i1][0] == 0);
+    int plain = engine_iterate(e, &cur, 100, NULL, NULL);
+    CHECK_EQ(plain, 2);
+    /* One per call: max counts a record without rows as one. */
+    struct seen s2 = {.e = e};
+    cur = 0;
+    int calls = 0;
+    do {
+        CHECK(engine_iterate_devices(e, &cur, 1, dev_cb, NULL, &s2) >= 1);
+        calls++;
+    } while (cur != 0 && calls < 10);
+    CHECK_EQ(s2.devs, 2);
+    CHECK_EQ(calls, 2);
+    /* A callback that stops: its value, and the cursor resumes there. */
+    cur = 0;
+    CHECK_EQ(engine_iterate_devices(e, &cur, 100, (engine_device_fn)NULL, NULL, NULL), 3);
+    done(e);
+}
+
+static int stop_dev(void *arg, const struct engine_device *d) { return 7; }
+
+static void iterate_stop(void)
+{
+    engine_t *e = mk(0, 0);
+    CHECK_EQ(map(e, "a", "https://u", "t1", NULL, 1), 0);
+    uint64_t cur = 0;
+    CHECK_EQ(engine_iterate_devices(e, &cur, 10, stop_dev, NULL, NULL), 7);
+    CHECK(cur != 0);
+    /* history_len 0: engine_device_history visits nothing, key 0 */
+    done(e);
+}
+
+static void history_key(void)
+{
+    engine_t *e = mk(8, 0);
+    CHECK_EQ(map(e, "d", "https://u", "t1", NULL, 1), 0);
+    CHECK_EQ(hadd(e, "d", ENGINE_H_MAP, "t1", 1, 0), 0);
+    CHECK_EQ(hadd(e, "d", ENGINE_H_INQUIRY, "q", 0, 0), 0);    /* unlogged: kept */
+    CHECK_EQ(hadd(e, "d", ENGINE_H_DEMAP, "t1", 5, 0), 0);
+    CHECK_EQ(hadd(e, "d", ENGINE_H_DEMAP, "t2", 5, 1), 0);     /* same change, part 1 */
+    /* Replays of what the ring holds: no-ops. */
+    CHECK_EQ(hadd(e, "d", ENGINE_H_MAP, "t1", 1, 0), 0);
+    CHECK_EQ(hadd(e, "d", ENGINE_H_DEMAP, "t1", 5, 0), 0);
+    CHECK_EQ(hadd(e, "d", ENGINE_H_DEMAP, "t2", 5, 1), 0);
+    CHECK_EQ(hadd(e, "d", ENGINE_H_MAP, "old", 3, 9), 0);
+    struct hl l = hget(e, "d");
+    CHECK_EQ(l.n, 4);
+    CHECK(!strcmp(l.s[0], "2:t2:51") && !strcmp(l.s[1], "2:t1:50") &&
+          !strcmp(l.s[2], "3:q:0") && !strcmp(l.s[3], "1:t1:10"));
+    /* A later part of the same change, and a later change, go in. */
+    CHECK_EQ(hadd(e, "d", ENGINE_H_DEMAP, "t3", 5, 2), 0);
+    CHECK_EQ(hadd(e, "d", ENGINE_H_MAP, "t4", 6, 0), 0);
+    l = hget(e, "d");
+    CHECK_EQ(l.n, 6);
+    CHECK(!strcmp(l.s[0], "1:t4:60") && !strcmp(l.s[1], "2:t3:52"));
+    /* The device visit: oldest first, and the key. */
+    struct seen s = {.e = e};
+    uint64_t cur = 0;
+    CHECK(engine_iterate_devices(e, &cur, 10, dev_cb, NULL, &s) > 0);
+    CHECK_EQ(s.devs, 1);
+    CHECK_EQ(s.hist[0].n, 6);
+    CHECK(!strcmp(s.hist[0].s[0], "1:t1:10") && !strcmp(s.hist[0].s[5], "1:t4:60"));
+    CHECK_EQ(s.klsn[0], 6);
+    CHECK_EQ(s.kpart[0], 0);
+    /* engine_device_history outside a visit is refused politely. */
+    struct engine_device none = {0};
+    uint64_t k = 9;
+    CHECK_EQ(engine_device_history(e, &none, NULL, NULL, &k, NULL), -EINVAL);
+    CHECK_EQ(k, 0);
+    done(e);
+}
+
+static struct engine_hist H(uint8_t ev, const char *uti, uint64_t micros)
+{
+    struct engine_hist h = {.micros = micros, .event = ev,
+                            .principal = (const uint8_t *)"p", .principal_len = 1,
+                            .uri = (const uint8_t *)"https://u", .uri_len = 9,
+                            .uti = (const uint8_t *)uti, .uti_len = (uint16_t)strlen(uti),
+                            .lsn = 999, .part = 9};
+    return h;
+}
+
+static int info_cb(void *arg, const struct engine_row *r)
+{
+    char *out = arg;
+    snprintf(out, 64, "%.*s|%.*s", r->owner_len, r->owner ? (const char *)r->owner : "",
+             (int)r->prefs_len, r->prefs ? (const char *)r->prefs : "");
+    return 0;
+}
+
+static void restore(void)
+{
+    engine_t *e = mk(4, 0);
+    struct engine_hist hv[5] = {H(ENGINE_H_MAP, "a", 1), H(ENGINE_H_DEMAP, "a", 2),
+                                H(ENGINE_H_MAP, "b", 3), H(ENGINE_H_DEMAP, "b", 4),
+                                H(ENGINE_H_EXPIRY, "c", 5)};
+    struct engine_device_load dl = {.dev = "gone", .dev_len = 4, .owner = "own", .owner_len = 3,
+                                    .prefs = "PREF", .prefs_len = 4, .meta = 1, .hist = hv,
+                                    .nhist = 5, .hist_lsn = 40, .hist_part = 1};
+    CHECK_EQ(engine_device_restore(e, &dl), 0);
+    /* A record without rows: no rows, but its info, and the newest 4. */
+    CHECK_EQ(engine_inquire_device(e, "gone", 4, NULL, NULL, NULL), -ENOENT);
+    char info[64];
+    CHECK_EQ(engine_device_info(e, "gone", 4, info_cb, info), 0);
+    CHECK(!strcmp(info, "own|PREF"));
+    struct hl l = hget(e, "gone");
+    CHECK_EQ(l.n, 4);
+    CHECK(!strcmp(l.s[0], "4:c:5") && !strcmp(l.s[3], "2:a:2"));
+    /* The restored key holds: replayed entries up to it are no-ops. */
+    CHECK_EQ(hadd(e, "gone", ENGINE_H_MAP, "x", 40, 1), 0);
+    CHECK_EQ(hadd(e, "gone", ENGINE_H_MAP, "x", 12, 0), 0);
+    CHECK_EQ(hget(e, "gone").n, 4);
+    CHECK(!strcmp(hget(e, "gone").s[0], "4:c:5"));
+    CHECK_EQ(hadd(e, "gone", ENGINE_H_MAP, "x", 41, 0), 0);
+    CHECK(!strcmp(hget(e, "gone").s[0], "1:x:410"));
+    struct engine_stats st;
+    engine_stats(e, &st);
+    CHECK_EQ(st.devices, 1);
+    CHECK_EQ(st.rows, 0);
+    /* A map onto it keeps its history; the record gets rows. */
+    CHECK_EQ(map(e, "gone", "https://u", "t9", NULL, 50), 0);
+    CHECK_EQ(engine_device_info(e, "gone", 4, info_cb, info), 0);
+    CHECK(!strcmp(info, "own|PREF"));
+    CHECK_EQ(hget(e, "gone").n, 4);
+
+    /* meta on a record with rows: new owner, prefs cleared, rows and
+     * bindings kept; history appended. */
+    CHECK_EQ(map(e, "live", "https://u", "r1", "o1", 60), 0);
+    CHECK_EQ(map(e, "live", "https://u", "r2", NULL, 61), 0);
+    CHECK_EQ(engine_set_prefs(e, "live", 4, "XX", 2, 62), 0);
+    struct engine_device_load m = {.dev = "live", .dev_len = 4, .owner = "o2", .owner_len = 2,
+                                   .meta = 1, .hist = hv, .nhist = 1, .hist_lsn = 62};
+    CHECK_EQ(engine_device_restore(e, &m), 0);
+    CHECK_EQ(engine_device_info(e, "live", 4, info_cb, info), 0);
+    CHECK(!strcmp(info, "o2|"));
+    CHECK_EQ(engine_inquire_device(e, "live", 4, NULL, NULL, NULL), 2);
+    CHECK_EQ(engine_inquire_binding(e, "https://u", 9, "r2", 2, info_cb, info, NULL), 1);
+    CHECK(!strcmp(info, "o2|"));
+    CHECK_EQ(hget(e, "live").n, 1);
+    /* Without meta: owner and prefs stay; entries appended. */
+    struct engine_device_load h2 = {.dev = "live", .dev_len = 4, .hist = hv + 2, .nhist = 2};
+    CHECK_EQ(engine_device_restore(e, &h2), 0);
+    CHECK_EQ(engine_device_info(e, "live", 4, info_cb, info), 0);
+    CHECK(!strcmp(info, "o2|"));
+    CHECK_EQ(hget(e, "live").n, 3);
+    /* A record with history only (no meta) for an unknown device. */
+    struct engine_device_load h3 = {.dev = "new", .dev_len = 3, .hist = hv, .nhist = 1};
+    CHECK_EQ(engine_device_restore(e, &h3), 0);
+    CHECK_EQ(engine_device_info(e, "new", 3, info_cb, info), 0);
+    CHECK(!strcmp(info, "|"));
+
+    /* Refusals. */
+    struct engine_hist bad = H(9, "a", 1);
+    struct engine_device_load b1 = {.dev = "x", .dev_len = 1, .hist = &bad, .nhist = 1};
+    CHECK_EQ(engine_device_restore(e, &b1), -EINVAL);
+    bad = H(ENGINE_H_INQUIRY, "a", 1);
+    CHECK_EQ(engine_device_restore(e, &b1), 0); /* an inquiry is a valid entry */
+    struct engine_device_load b2 = {.dev = "x", .dev_len = 0};
+    CHECK_EQ(engine_device_restore(e, &b2), -EINVAL);
+    struct engine_device_load b3 = {.dev = "x", .dev_len = 1, .owner_len = 3};
+    CHECK_EQ(engine_device_restore(e, &b3), -EINVAL);
+    struct engine_device_load b4 = {.dev = "x", .dev_len = 1, .nhist = 2};
+    CHECK_EQ(engine_device_restore(e, &b4), -EINVAL);
+    CHECK_EQ(engine_device_restore(e, NULL), -EINVAL);
+    done(e);
+
+    /* history_len 0: nothing to restore, nothing changes. */
+    e = mk(0, 0);
+    CHECK_EQ(engine_device_restore(e, &dl), 0);
+    CHECK_EQ(engine_device_info(e, "gone", 4, NULL, NULL), -ENOENT);
+    done(e);
+
+    /* The memory limit: refused whole, nothing created. */
+    e = mk(64, 0);
+    engine_stats(e, &st);
+    done(e);
+    e = mk(64, st.bytes + 256);
+    CHECK_EQ(engine_device_restore(e, &dl), -ENOMEM);
+    CHECK_EQ(engine_device_info(e, "gone", 4, NULL, NULL), -ENOENT);
+    engine_stats(e, &st);
+    CHECK_EQ(st.devices, 0);
+    done(e);
+}
+
+int main(void)
+{
+    iterate_rowless();
+    iterate_stop();
+    history_key();
+    restore();
+    printf("test_engine_devices: ok\n");
+    return 0;
+}
