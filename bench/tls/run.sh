@@ -125,11 +125,23 @@ read -r ssl_res ssl_res_cpu < <(measure "openssl s_server" "$SSRV" "$SSRV_PORT" 
 kill "$OURS" "$SSRV" 2>/dev/null || true
 wait "$OURS" 2>/dev/null || true
 echo "tls_bench_server: $(cat "$WORK/ours.log")"
+# Where a loopback connection's server CPU goes: inside net/tls (timed around
+# every tls_conn_* call by tls_bench_server) vs everything else (kernel TCP
+# setup and teardown, accept, epoll, send/recv, close).
+# shellcheck disable=SC2046
+eval $(tr ' ' '\n' <"$WORK/ours.log" | grep -E '^(full|resumed|tls_full_s|tls_resumed_s)=[0-9.]+$')
+split() { # conns/cpu-s, tls seconds, connections of that kind -> "tls_us other_us"
+  awk -v pc="$1" -v ts="$2" -v n="$3" 'BEGIN{ if (pc > 0 && n > 0) { t = ts * 1e6 / n; printf "%.0f %.0f\n", t, 1e6 / pc - t } else print "nan nan"}'
+}
+read -r tls_full_us other_full_us < <(split "$ours_full_cpu" "${tls_full_s:-0}" "${full:-0}")
+read -r tls_res_us other_res_us < <(split "$ours_res_cpu" "${tls_resumed_s:-0}" "${resumed:-0}")
+echo "tls.loopback_server_us_per_conn full: ${tls_full_us} in net/tls + ${other_full_us} outside; resumed: ${tls_res_us} in net/tls + ${other_res_us} outside"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "nan"}'; }
 echo "tls.full_hs_ratio_vs_s_server_throughput $(ratio "$ours_full" "$ssl_full") x"
 echo "tls.full_hs_ratio_vs_s_server_per_cpu $(ratio "$ours_full_cpu" "$ssl_full_cpu") x   (target >= 1.0)"
 echo "tls.resumed_vs_full_ours_per_cpu $(ratio "$ours_res_cpu" "$ours_full_cpu") x   (target >= 3)"
+echo "tls.resumed_vs_full_ours_tls_work_only $(ratio "$tls_full_us" "$tls_res_us") x   (the same connections, time inside net/tls only)"
 echo "tls.resumed_vs_full_s_server_per_cpu $(ratio "$ssl_res_cpu" "$ssl_full_cpu") x"
 echo "tls.resumed_hs_ratio_vs_s_server_throughput $(ratio "$ours_res" "$ssl_res") x"
 echo "tls.resumed_hs_ratio_vs_s_server_per_cpu $(ratio "$ours_res_cpu" "$ssl_res_cpu") x"

@@ -6,7 +6,7 @@
  * Only the CPU time spent inside tls_conn_* calls is counted as server time,
  * so "per core" means per core of the server, the client's cost excluded;
  * "both sides" counts client and server CPU time together.
- * Usage: tls_bench CERTDIR [seconds per measurement, default 2] [hs|rec|mem]
+ * Usage: tls_bench CERTDIR [seconds per measurement, default 2] [hs|resumed|rec|mem]
  * CERTDIR is made by scripts/mkcerts.sh CERTDIR alice.
  * Prints "name value unit" lines.
  */
@@ -296,8 +296,17 @@ int main(int argc, char **argv)
     if (tls_ctx_create(&sctx, &cfg, err, sizeof err) != 0)
         die(err);
     SSL_CTX *cctx = client_ctx();
-    const char *only = argc > 3 ? argv[3] : "";  /* "hs" or "rec", for profiling */
-    if (strcmp(only, "rec") != 0 && strcmp(only, "mem") != 0) {
+    /* "hs", "resumed" (one full handshake for the ticket, then resumed
+     * ones only), "rec" or "mem", for profiling one part under perf. */
+    const char *only = argc > 3 ? argv[3] : "";
+    if (strcmp(only, "resumed") == 0) {
+        double s = secs;
+        secs = 0.01;
+        bench_handshakes(sctx, cctx, 0);
+        secs = s;
+        bench_handshakes(sctx, cctx, 1);
+        only = "hs";
+    } else if (strcmp(only, "rec") != 0 && strcmp(only, "mem") != 0) {
         bench_handshakes(sctx, cctx, 0);
         bench_handshakes(sctx, cctx, 1);
     }
