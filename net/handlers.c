@@ -107,11 +107,44 @@ static int row_via(const struct principal *p, const struct engine_row *row, uint
 struct rows_ctx {
     struct rq *x;
     struct buf *b;
-    uint32_t n, tpsp_rows;
+    uint32_t n;
     uint64_t now_us;
     int with_device;
+    int record;    /* an inquiry's answer (EXPORT is not one) */
     int err;
 };
+
+/* Every tpsp inquiry that returns a device's data goes to that device's
+ * history (event 3): one entry per row returned, recorded from inside the
+ * row callback with the record the inquiry already holds
+ * (engine_history_add_row: no second lookup, no re-parsing of the answer).
+ * Only rows seen as a tpsp are recorded: a device's visible rows are all
+ * seen the same way (admin, owner or tpsp: the owner is per device), so an
+ * admin's or the owner's inquiry records nothing, as before. A row is
+ * recorded once its encoding succeeded; should a later row of the same
+ * answer fail for memory, the earlier ones stay recorded although the
+ * answer is an error (recording errs towards telling the user). now_us is
+ * the clock read once for the whole inquiry or batch. */
+static inline void record_row(struct rq *x, const struct engine_row *row, uint64_t now_us)
+{
+#ifdef ICS_HAVE_HISTORY
+    history_record_row(x->l->d.engine, row, x->p->name, x->p->name_len, now_us);
+#else
+    (void)x, (void)row, (void)now_us;
+#endif
+}
+
+/* ENGINE_INQ_RECORD for a principal whose answers may be recorded: the
+ * engine then starts loading the device's ring during the row visit. */
+static unsigned inq_flags(const struct principal *p)
+{
+#ifdef ICS_HAVE_HISTORY
+    return p && principal_has(p, PRINCIPAL_TPSP) && !is_admin(p) ? ENGINE_INQ_RECORD : 0;
+#else
+    (void)p;
+    return 0;
+#endif
+}
 
 static int encode_row(void *arg, const struct engine_row *row)
 {
@@ -119,8 +152,6 @@ static int encode_row(void *arg, const struct engine_row *row)
     int via = row_via(rc->x->p, row, rc->now_us);
     if (via == VIA_NONE)
         return 0;
-    if (via == VIA_TPSP)
-        rc->tpsp_rows++;
     if ((rc->with_device && buf_put_str16(rc->b, row->device, row->device_len) < 0) ||
         buf_put_str16(rc->b, row->uri, row->uri_len) < 0 ||
         buf_put_str16(rc->b, row->uti, row->uti_len) < 0 ||
@@ -129,30 +160,9 @@ static int encode_row(void *arg, const struct engine_row *row)
         return 1;
     }
     rc->n++;
+    if (via == VIA_TPSP && rc->record)
+        record_row(rc->x, row, rc->now_us);
     return 0;
-}
-
-/* Every tpsp inquiry that returned a device's data goes to its history
- * (event 3). The rows are read back from the encoded response. */
-static void record_inquiries(struct rq *x, const uint8_t *dev, size_t dev_len,
-                             const uint8_t *rows, size_t len, uint32_t n)
-{
-#ifdef ICS_HAVE_HISTORY
-    struct wire_cur cur = {rows, len};
-    uint64_t now = loop_now_us();
-    for (uint32_t i = 0; i < n; i++) {
-        const uint8_t *uri, *uti;
-        uint16_t ul, tl;
-        uint32_t exp;
-        if (wire_get_str16(&cur, &uri, &ul) < 0 || wire_get_str16(&cur, &uti, &tl) < 0 ||
-            wire_get_u32(&cur, &exp) < 0)
-            return;
-        history_record_inquiry(x->l->d.engine, dev, dev_len, x->p->name, x->p->name_len, uri, ul,
-                               uti, tl, now);
-    }
-#else
-    (void)x, (void)dev, (void)dev_len, (void)rows, (void)len, (void)n;
-#endif
 }
 
 /* INQUIRE_DEVICE and the GET family: u32 n, n rows of what the caller may
@@ -175,9 +185,10 @@ static void h_inquire_device(struct rq *x)
     size_t nat = b->len;
     if (buf_put_u32(b, 0) < 0)
         goto nomem;
-    struct rows_ctx rc = {x, b, 0, 0, loop_now_us(), 0, 0};
+    struct rows_ctx rc = {.x = x, .b = b, .now_us = loop_now_us(), .record = 1};
     uint64_t lsn = 0;
-    int r = engine_inquire_device(x->l->d.engine, x->r.key, x->r.key_len, encode_row, &rc, &lsn);
+    int r = engine_inquire_device_ex(x->l->d.engine, x->r.key, x->r.key_len, encode_row, &rc,
+                                     &lsn, inq_flags(x->p));
     if (rc.err)
         goto nomem;
     if (r == -ENOENT || rc.n == 0) {
@@ -194,8 +205,6 @@ static void h_inquire_device(struct rq *x)
     buf_be32(b->p + nat, rc.n);
     buf_be64(b->p + off + 16, lsn);
     wire_end(b, off, is_get ? 4 : 0, with_key ? x->r.key_len : 0);
-    if (rc.tpsp_rows && rc.tpsp_rows == rc.n)
-        record_inquiries(x, x->r.key, x->r.key_len, b->p + nat + 4, b->len - nat - 4, rc.n);
     return;
 nomem:
     buf_truncate(b, start);
@@ -212,10 +221,13 @@ struct bind_ctx {
 static int binding_row(void *arg, const struct engine_row *row)
 {
     struct bind_ctx *bc = arg;
-    bc->via = row_via(bc->x->p, row, loop_now_us());
+    uint64_t now = loop_now_us();
+    bc->via = row_via(bc->x->p, row, now);
     if (bc->via != VIA_NONE && row->device_len <= ENGINE_ID_MAX) {
         memcpy(bc->dev, row->device, row->device_len);
         bc->dev_len = row->device_len;
+        if (bc->via == VIA_TPSP) /* the answer is this row's device ID */
+            record_row(bc->x, row, now);
     }
     return 0;
 }
@@ -231,16 +243,6 @@ static void h_inquire_binding(struct rq *x)
         return;
     }
     respond_ok(x, lsn, bc.dev, bc.dev_len);
-    if (bc.via == VIA_TPSP) {
-        uint8_t rec[2 * 2 + WIRE_URI_MAX + WIRE_ID_MAX + 4];
-        size_t n = 0;
-        buf_be16(rec, x->r.uri_len), n = 2;
-        memcpy(rec + n, x->r.uri, x->r.uri_len), n += x->r.uri_len;
-        buf_be16(rec + n, x->r.uti_len), n += 2;
-        memcpy(rec + n, x->r.uti, x->r.uti_len), n += x->r.uti_len;
-        memset(rec + n, 0, 4), n += 4;
-        record_inquiries(x, bc.dev, bc.dev_len, rec, n, 1);
-    }
 }
 
 /* Owner and prefs of a device, copied out of the read-side section. */
@@ -887,7 +889,7 @@ static void h_export(struct rq *x)
         return;
     }
     uint64_t cursor = x->r.u64;
-    struct rows_ctx rc = {x, b, 0, 0, loop_now_us(), 1, 0};
+    struct rows_ctx rc = {.x = x, .b = b, .now_us = loop_now_us(), .with_device = 1};
     int r = engine_iterate(x->l->d.engine, &cursor, max, export_row, &rc);
     if (rc.err || r < 0) {
         buf_truncate(b, start);
@@ -1091,8 +1093,9 @@ static int batchable(uint8_t op)
 struct brow { uint32_t off, len; uint8_t via; };
 
 struct batch_ctx {
+    struct rq *x;                 /* the engine and principal, for record_row */
     const struct principal *p;
-    uint64_t now_us;
+    uint64_t now_us;              /* one clock read for the whole batch */
     struct buf rows;              /* encoded visible rows, back to back */
     struct brow *ri;
     size_t n, cap;
@@ -1121,6 +1124,8 @@ static int batch_row(void *arg, const struct engine_row *row)
             buf_put_str16(&b->rows, row->uti, row->uti_len) < 0 ||
             buf_put_u32(&b->rows, row->expires_at) < 0)
             b->err = -ENOMEM;
+        else if (r->via == VIA_TPSP)
+            record_row(b->x, row, b->now_us);
         r->len = (uint32_t)(b->rows.len - r->off);
     }
     return 0;
@@ -1136,7 +1141,8 @@ static void run_batch(struct conn *c, const struct wire_frame *fr, const struct 
         keys[i] = (struct engine_key){rr[i].key, rr[i].key_len};
     struct engine_stats es;
     engine_stats(l->d.engine, &es); /* the LSN the answers reflect at least */
-    struct batch_ctx b = {.p = p, .now_us = loop_now_us()};
+    struct rq bx = {.c = c, .w = c->w, .l = l, .p = p};
+    struct batch_ctx b = {.x = &bx, .p = p, .now_us = loop_now_us()};
     engine_inquire_device_batch(l->d.engine, keys, n, batch_row, &b, results);
     atomic_fetch_add_explicit(&c->w->batched, n, memory_order_relaxed); /* a counter */
     size_t at = 0;
@@ -1152,11 +1158,9 @@ static void run_batch(struct conn *c, const struct wire_frame *fr, const struct 
         uint8_t op = fr[i].opcode;
         int is_get = op != WIRE_OP_INQUIRE_DEVICE;
         int with_key = op == WIRE_OP_GETK || op == WIRE_OP_GETKQ;
-        uint32_t vis = 0, tpsp = 0;
-        for (size_t j = at; j < at + cnt; j++) {
+        uint32_t vis = 0;
+        for (size_t j = at; j < at + cnt; j++)
             vis += b.ri[j].via != VIA_NONE;
-            tpsp += b.ri[j].via == VIA_TPSP;
-        }
         if (!vis) {
             if (!wire_op_quiet(op))
                 respond_err(&x, -ENOENT, "not found");
@@ -1166,7 +1170,6 @@ static void run_batch(struct conn *c, const struct wire_frame *fr, const struct 
             long off = wire_begin(o, WIRE_MAGIC_RES, op, WIRE_S_OK, fr[i].opaque, es.last_lsn);
             int bad = off < 0 || (is_get && buf_put_u32(o, 0) < 0) ||
                       (with_key && buf_append(o, rr[i].key, rr[i].key_len) < 0);
-            size_t nat = o->len;
             bad = bad || buf_put_u32(o, vis) < 0;
             for (size_t j = at; !bad && j < at + cnt; j++)
                 if (b.ri[j].len && buf_append(o, b.rows.p + b.ri[j].off, b.ri[j].len) < 0)
@@ -1176,9 +1179,6 @@ static void run_batch(struct conn *c, const struct wire_frame *fr, const struct 
                 respond_err(&x, -ENOMEM, NULL);
             } else {
                 wire_end(o, off, is_get ? 4 : 0, with_key ? rr[i].key_len : 0);
-                if (tpsp == vis)
-                    record_inquiries(&x, rr[i].key, rr[i].key_len, o->p + nat + 4,
-                                     o->len - nat - 4, vis);
             }
         }
         at += cnt;

@@ -1,7 +1,9 @@
 /*
  * test_history.c — HISTORY encoding over a real engine: newest first, the
  * max bound, and visibility (admin and owner all; a tpsp only its URIs and
- * NOT_FOUND when nothing is its own; others NOT_FOUND).
+ * NOT_FOUND when nothing is its own; others NOT_FOUND); and recording from
+ * inside a row callback (history_record_row, the server's path) for single,
+ * batched and binding inquiries, with history on and off.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -74,6 +76,82 @@ static int decode(const struct buf *b, char out[][64], uint64_t *micros)
     return (int)n;
 }
 
+/* A row callback that records each row it sees, as net/handlers.c does. */
+struct rec_ctx {
+    engine_t *e;
+    const char *who;
+    uint64_t us;
+    int rows, err;
+};
+
+static int record_cb(void *arg, const struct engine_row *row)
+{
+    struct rec_ctx *c = arg;
+    c->rows++;
+    int rc = history_record_row(c->e, row, c->who, strlen(c->who), c->us);
+    if (rc)
+        c->err = rc;
+    return 0;
+}
+
+/* history_record_row from inside engine_inquire_device_ex (with the
+ * ENGINE_INQ_RECORD hint), engine_inquire_device_batch and
+ * engine_inquire_binding: one entry per visited row, with that row's URI
+ * and UTI; nothing kept (and no error) with history_len 0. */
+static void test_record_row(uint32_t history_len)
+{
+    engine_t *e;
+    struct engine_config cfg = {.initial_devices = 16, .history_len = history_len};
+    CHECK_EQ(engine_create(&e, &cfg), 0);
+    engine_thread_online(e);
+    map(e, "dA", "https://one/a", "ua", NULL, 1);
+    map(e, "dA", "https://two/a", "ub", NULL, 2);
+    map(e, "dB", "https://one/b", "uc", NULL, 3);
+    struct principal *admin = mk("admin", PRINCIPAL_ADMIN, NULL);
+
+    struct rec_ctx c = {e, "tp", 500, 0, 0};
+    CHECK_EQ(engine_inquire_device_ex(e, "dA", 2, record_cb, &c, NULL, ENGINE_INQ_RECORD), 2);
+    c.us = 600;
+    struct engine_key keys[3] = {{"dB", 2}, {"nodev", 5}, {"dA", 2}};
+    int results[3];
+    engine_inquire_device_batch(e, keys, 3, record_cb, &c, results);
+    CHECK_EQ(results[0], 1);
+    CHECK_EQ(results[1], -ENOENT);
+    CHECK_EQ(results[2], 2);
+    c.us = 700;
+    CHECK_EQ(engine_inquire_binding(e, "https://one/b", 13, "uc", 2, record_cb, &c, NULL), 1);
+    CHECK_EQ(c.rows, 2 + 3 + 1);
+    CHECK_EQ(c.err, 0);
+
+    struct buf b = BUF_INIT;
+    char got[16][64];
+    uint64_t us[16];
+    CHECK_EQ(history_encode(e, "dA", 2, admin, 0, &b), 0);
+    if (history_len == 0) {
+        CHECK_EQ(decode(&b, got, us), 0);
+    } else {
+        CHECK_EQ(decode(&b, got, us), 4); /* 2 single + 2 batched, newest first */
+        CHECK(strcmp(got[0], "3:tp:https://two/a:ub") == 0 && us[0] == 600);
+        CHECK(strcmp(got[1], "3:tp:https://one/a:ua") == 0 && us[1] == 600);
+        CHECK(strcmp(got[2], "3:tp:https://two/a:ub") == 0 && us[2] == 500);
+        CHECK(strcmp(got[3], "3:tp:https://one/a:ua") == 0 && us[3] == 500);
+    }
+    buf_reset(&b);
+    CHECK_EQ(history_encode(e, "dB", 2, admin, 0, &b), 0);
+    if (history_len == 0) {
+        CHECK_EQ(decode(&b, got, us), 0);
+    } else {
+        CHECK_EQ(decode(&b, got, us), 2); /* batched, then by binding */
+        CHECK(strcmp(got[0], "3:tp:https://one/b:uc") == 0 && us[0] == 700);
+        CHECK(strcmp(got[1], "3:tp:https://one/b:uc") == 0 && us[1] == 600);
+    }
+    CHECK_EQ(history_record_row(e, NULL, "tp", 2, 1), -EINVAL);
+    buf_free(&b);
+    free(admin);
+    engine_thread_offline(e);
+    engine_destroy(e);
+}
+
 int main(void)
 {
     engine_t *e;
@@ -142,5 +220,8 @@ int main(void)
     free(admin); free(acme); free(other); free(t1); free(t3); free(gen);
     engine_thread_offline(e);
     engine_destroy(e);
+
+    test_record_row(8);
+    test_record_row(0);
     return 0;
 }
