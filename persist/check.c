@@ -177,10 +177,13 @@ int main(int argc, char **argv)
                 continue;
             }
             printf("snapshot %s: ok, LSN %llu..%llu, %llu rows, %llu devices, %llu blocks, "
-                   "%llu bytes (%.1f B/row)\n", path, (unsigned long long)info.start_lsn,
+                   "%llu bytes (%.1f B/row), %llu device records (history, or no rows) "
+                   "with %llu history entries\n", path, (unsigned long long)info.start_lsn,
                    (unsigned long long)info.end_lsn, (unsigned long long)info.rows,
                    (unsigned long long)info.devices, (unsigned long long)info.blocks,
-                   (unsigned long long)n, info.rows ? (double)n / (double)info.rows : 0.0);
+                   (unsigned long long)n, info.rows ? (double)n / (double)info.rows : 0.0,
+                   (unsigned long long)info.dev_records,
+                   (unsigned long long)info.hist_entries);
             if (!have_snap || info.start_lsn > snap_start) {
                 snap_start = info.start_lsn;
                 snap_end = info.end_lsn;

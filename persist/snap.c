@@ -72,7 +72,7 @@ long snap_block_decode(const uint8_t *p, size_t n, struct snap_block *b)
     if (n < SNAP_BLK_HDR)
         return 0;
     uint32_t len = wal_get32(p);
-    if (len > SNAP_BLOCK_MAX || p[8] < SNAP_ROWS || p[8] > SNAP_END || p[9] || p[10] ||
+    if (len > SNAP_BLOCK_MAX || p[8] < SNAP_ROWS || p[8] > SNAP_DEVS || p[9] || p[10] ||
         p[11])
         return -EPROTO;
     if (n - SNAP_BLK_HDR < len)
@@ -144,6 +144,79 @@ int snap_rows_next(struct snap_rows *it, struct snap_row *row)
     return 1;
 }
 
+void snap_devs_init(struct snap_devs *it, const uint8_t *p, size_t n)
+{
+    it->p = p;
+    it->n = n;
+}
+
+int snap_hist_next(struct wal_bytes *rest, struct engine_hist *h)
+{
+    const uint8_t *p = rest->p;
+    size_t n = rest->n;
+    if (n == 0)
+        return 0;
+    uint8_t ev = *p++;
+    n--;
+    uint64_t micros;
+    struct wal_bytes pr, u, t;
+    if ((ev != ENGINE_H_MAP && ev != ENGINE_H_DEMAP && ev != ENGINE_H_EXPIRY) ||
+        get_var(&p, &n, &micros) < 0 || get_bytes(&p, &n, ENGINE_NAME_MAX, &pr) < 0 ||
+        get_bytes(&p, &n, ENGINE_URI_MAX, &u) < 0 || get_bytes(&p, &n, ENGINE_ID_MAX, &t) < 0)
+        return -EPROTO;
+    memset(h, 0, sizeof(*h));
+    h->micros = micros;
+    h->event = ev;
+    h->principal = pr.p;
+    h->principal_len = (uint16_t)pr.n;
+    h->uri = u.p;
+    h->uri_len = (uint16_t)u.n;
+    h->uti = t.p;
+    h->uti_len = (uint16_t)t.n;
+    rest->p = p;
+    rest->n = n;
+    return 1;
+}
+
+int snap_devs_next(struct snap_devs *it, struct snap_dev *d)
+{
+    if (it->n == 0)
+        return 0;
+    const uint8_t *p = it->p;
+    size_t n = it->n;
+    uint8_t flags = *p++;
+    n--;
+    if ((flags & ~3u) || ((flags & 2) && !(flags & 1)))
+        return -EPROTO;
+    memset(d, 0, sizeof(*d));
+    d->meta = flags & 1;
+    d->has_prefs = !!(flags & 2);
+    if (get_bytes(&p, &n, ENGINE_ID_MAX, &d->dev) < 0 || d->dev.n == 0)
+        return -EPROTO;
+    if (d->meta && get_bytes(&p, &n, ENGINE_NAME_MAX, &d->owner) < 0)
+        return -EPROTO;
+    if (d->has_prefs && (get_bytes(&p, &n, SNAP_BLOCK_MAX, &d->prefs) < 0 || d->prefs.n == 0))
+        return -EPROTO;
+    uint64_t part;
+    if (get_var(&p, &n, &d->hist_lsn) < 0 || get_var(&p, &n, &part) < 0 ||
+        part > UINT32_MAX || (part && !d->hist_lsn) || get_var(&p, &n, &d->nhist) < 0 ||
+        d->nhist > n / 5) /* an entry takes at least 5 bytes */
+        return -EPROTO;
+    d->hist_part = (uint32_t)part;
+    /* Walk the entries now, so the loader never meets a bad one halfway
+     * through a device. */
+    struct wal_bytes rest = {p, n};
+    struct engine_hist h;
+    for (uint64_t i = 0; i < d->nhist; i++)
+        if (snap_hist_next(&rest, &h) != 1)
+            return -EPROTO;
+    d->hist.p = p;
+    d->hist.n = (size_t)(rest.p - p);
+    it->p = rest.p;
+    it->n = rest.n;
+    return 1;
+}
+
 int snap_end_decode(const uint8_t *p, size_t n, struct snap_end *e)
 {
     if (get_var(&p, &n, &e->end_lsn) < 0 || get_var(&p, &n, &e->rows) < 0 ||
@@ -203,6 +276,53 @@ static int apply_rows(engine_t *e, const uint8_t *p, size_t n, struct snap_info 
     if (rc < 0)
         snprintf(err, errlen, "malformed row after row %llu",
                  (unsigned long long)info->rows);
+    return rc;
+}
+
+static int apply_devs(engine_t *e, const uint8_t *p, size_t n, struct snap_info *info,
+                      char *err, size_t errlen)
+{
+    struct snap_devs it;
+    struct snap_dev d;
+    struct engine_hist *hv = NULL;
+    size_t hcap = 0;
+    int rc;
+    snap_devs_init(&it, p, n);
+    while ((rc = snap_devs_next(&it, &d)) > 0) {
+        info->dev_records++;
+        info->hist_entries += d.nhist;
+        if (!e)
+            continue;
+        if (d.nhist > hcap) {
+            free(hv);
+            hcap = (size_t)d.nhist;
+            hv = malloc(hcap * sizeof(*hv));
+            if (!hv) {
+                snprintf(err, errlen, "no memory for %llu history entries",
+                         (unsigned long long)d.nhist);
+                return -ENOMEM;
+            }
+        }
+        struct wal_bytes rest = d.hist;
+        for (uint64_t i = 0; i < d.nhist; i++)
+            (void)snap_hist_next(&rest, &hv[i]); /* checked by snap_devs_next */
+        struct engine_device_load dl = {
+            .dev = d.dev.p, .dev_len = d.dev.n, .owner = d.owner.p, .owner_len = d.owner.n,
+            .prefs = d.prefs.p, .prefs_len = d.prefs.n, .meta = d.meta, .hist = hv,
+            .nhist = (size_t)d.nhist, .hist_lsn = d.hist_lsn, .hist_part = d.hist_part,
+        };
+        int r = engine_device_restore(e, &dl);
+        if (r < 0) {
+            snprintf(err, errlen, "device record %llu cannot be loaded: %s",
+                     (unsigned long long)info->dev_records, strerror(-r));
+            free(hv);
+            return r;
+        }
+    }
+    free(hv);
+    if (rc < 0)
+        snprintf(err, errlen, "malformed device record after record %llu",
+                 (unsigned long long)info->dev_records);
     return rc;
 }
 
@@ -287,6 +407,14 @@ int snap_load_mem(engine_t *e, const uint8_t *p, size_t n, const struct seal *se
                 snprintf(err, errlen, "block at offset %zu: %s", off, tmp);
                 goto out;
             }
+        } else if (b.type == SNAP_DEVS) {
+            r = apply_devs(e, pl, pn, info, err, errlen);
+            if (r < 0) {
+                char tmp[160];
+                snprintf(tmp, sizeof(tmp), "%s", err);
+                snprintf(err, errlen, "DEVS block at offset %zu: %s", off, tmp);
+                goto out;
+            }
         } else if (b.type == SNAP_AUX) {
             if (pn < 1) {
                 snprintf(err, errlen, "empty aux block at offset %zu", off);
@@ -343,6 +471,9 @@ struct snap_writer {
     int have_prev;
     uint8_t prev_dev[ENGINE_ID_MAX];
     size_t prev_len;
+    uint8_t *dbuf, *hb;            /* DEVS payload being built; one device's */
+    size_t dlen, dcap, hlen, hcap; /* history entries (scratch) */
+    int herr;
 };
 
 static int w_reserve(uint8_t **b, size_t *cap, size_t need)
@@ -408,6 +539,15 @@ static int w_flush_rows(struct snap_writer *w)
     w->nuris = 0;
     memset(w->slot, 0, sizeof(w->slot));
     w->have_prev = 0;
+    return r;
+}
+
+static int w_flush_devs(struct snap_writer *w)
+{
+    if (!w->dlen)
+        return 0;
+    int r = w_block(w, SNAP_DEVS, w->dbuf, w->dlen);
+    w->dlen = 0;
     return r;
 }
 
@@ -520,10 +660,115 @@ int snap_writer_row(struct snap_writer *w, const struct engine_row *row)
     return 0;
 }
 
+/* --- DEVS ----------------------------------------------------------------- */
+
+/* History bytes per DEVS entry: a longer ring takes several entries, so a
+ * block stays near SNAP_BLOCK_TARGET whatever history_len is. */
+#define HIST_CHUNK (256u << 10)
+
+/* Runs under the device's ring lock (engine_device_history): copies only.
+ * Inquiry entries are memory-only by design (docs/identity-authority.md),
+ * so a snapshot keeps map/demap/expiry entries alone. */
+static int hist_cb(void *arg, const struct engine_hist *h)
+{
+    struct snap_writer *w = arg;
+    if (h->event == ENGINE_H_INQUIRY)
+        return 0;
+    size_t need = 1 + 10 + 3 * 3 + (size_t)h->principal_len + h->uri_len + h->uti_len;
+    if (w_reserve(&w->hb, &w->hcap, w->hlen + need) < 0) {
+        w->herr = -ENOMEM;
+        return 1;
+    }
+    uint8_t *o = w->hb + w->hlen;
+    *o++ = h->event;
+    o += put_var(o, h->micros);
+    o += put_var(o, h->principal_len);
+    if (h->principal_len)
+        memcpy(o, h->principal, h->principal_len);
+    o += h->principal_len;
+    o += put_var(o, h->uri_len);
+    if (h->uri_len)
+        memcpy(o, h->uri, h->uri_len);
+    o += h->uri_len;
+    o += put_var(o, h->uti_len);
+    if (h->uti_len)
+        memcpy(o, h->uti, h->uti_len);
+    o += h->uti_len;
+    w->hlen = (size_t)(o - w->hb);
+    return 0;
+}
+
+int snap_writer_device(struct snap_writer *w, engine_t *e, const struct engine_device *d)
+{
+    /* Headroom first, so the copy under the ring's lock rarely grows it. */
+    int r = w_reserve(&w->hb, &w->hcap, 64u << 10);
+    if (r < 0)
+        return r;
+    w->hlen = 0;
+    w->herr = 0;
+    uint64_t klsn = 0;
+    uint32_t kpart = 0;
+    r = engine_device_history(e, d, hist_cb, w, &klsn, &kpart);
+    if (w->herr)
+        return w->herr;
+    if (r < 0)
+        return r;
+    if (d->rows && !klsn && !w->hlen)
+        return 0; /* its rows say everything */
+    int meta = d->rows == 0;
+    size_t off = 0;
+    do {
+        size_t end = off;
+        uint64_t cnt = 0;
+        while (end < w->hlen && (cnt == 0 || end - off < HIST_CHUNK)) {
+            struct wal_bytes rest = {w->hb + end, w->hlen - end};
+            struct engine_hist h;
+            if (snap_hist_next(&rest, &h) != 1)
+                return -EPROTO; /* cannot happen: hist_cb wrote it */
+            end = (size_t)(rest.p - w->hb);
+            cnt++;
+        }
+        if (w->dlen >= SNAP_BLOCK_TARGET && (r = w_flush_devs(w)) < 0)
+            return r;
+        size_t need = 1 + 6 * 10 + d->device_len + (meta ? d->owner_len + d->prefs_len : 0) +
+                      (end - off);
+        if (w->dlen + need > SNAP_BLOCK_MAX - WAL_TAG)
+            return -E2BIG;
+        if ((r = w_reserve(&w->dbuf, &w->dcap, w->dlen + need)) < 0)
+            return r;
+        uint8_t *o = w->dbuf + w->dlen;
+        *o++ = (uint8_t)(meta ? (1 | (d->prefs_len ? 2 : 0)) : 0);
+        o += put_var(o, d->device_len);
+        memcpy(o, d->device, d->device_len);
+        o += d->device_len;
+        if (meta) {
+            o += put_var(o, d->owner_len);
+            if (d->owner_len)
+                memcpy(o, d->owner, d->owner_len);
+            o += d->owner_len;
+            if (d->prefs_len) {
+                o += put_var(o, d->prefs_len);
+                memcpy(o, d->prefs, d->prefs_len);
+                o += d->prefs_len;
+            }
+        }
+        o += put_var(o, klsn);
+        o += put_var(o, kpart);
+        o += put_var(o, cnt);
+        if (end > off)
+            memcpy(o, w->hb + off, end - off);
+        o += end - off;
+        w->dlen = (size_t)(o - w->dbuf);
+        meta = 0;
+        off = end;
+    } while (off < w->hlen);
+    return 0;
+}
+
 int snap_writer_aux(struct snap_writer *w, uint8_t kind, const void *p, size_t n)
 {
     int r = w_flush_rows(w);
-    if (r < 0)
+    if (r < 0 || (r = w_flush_devs(w)) < 0)
         return r;
     if (n + 1 > SNAP_BLOCK_MAX - WAL_TAG)
         return -E2BIG;
@@ -541,7 +786,7 @@ int snap_writer_aux(struct snap_writer *w, uint8_t kind, const void *p, size_t n
 int snap_writer_finish(struct snap_writer *w, uint64_t end_lsn)
 {
     int r = w_flush_rows(w);
-    if (r < 0)
+    if (r < 0 || (r = w_flush_devs(w)) < 0)
         return r;
     uint8_t e[40];
     size_t n = 0;
@@ -566,5 +811,7 @@ void snap_writer_close(struct snap_writer *w)
         w->io->close(w->io->ctx, w->fd);
     free(w->buf);
     free(w->obuf);
+    free(w->dbuf);
+    free(w->hb);
     free(w);
 }

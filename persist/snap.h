@@ -1,18 +1,20 @@
 /*
  * snap.h — snapshot files: format, pure block/row decoders, writer, loader.
  *
- * A snapshot is a fuzzy image of the engine: rows are read with
- * engine_iterate while writers go on, so it holds every row present for the
- * whole iteration plus some rows changed meanwhile in their old or new
- * state; replaying the WAL from the header's start LSN (idempotently) makes
- * it exact. It is published only after every LSN up to its END LSN is
+ * A snapshot is a fuzzy image of the engine: device records are read with
+ * engine_iterate_devices while writers go on, so it holds every row present
+ * for the whole iteration plus some rows changed meanwhile in their old or
+ * new state; replaying the WAL from the header's start LSN (idempotently)
+ * makes it exact. Each record's rows, owner, prefs and history come from
+ * one visit of that record, history with its ring's logged key, so the
+ * replay adds exactly the entries the image lacks. It is published only after every LSN up to its END LSN is
  * durable in the WAL, so it never holds a change the log lacks.
  *
  * File: the 64-byte header of wal.h (magic "ICSSNP\0\1", lsn = start LSN),
  * then blocks:
  *   0 u32 len   payload bytes on disk (+16 tag if sealed)
  *   4 u32 crc   CRC32C of bytes 0..3 then 8..12+len
- *   8 u8  type  SNAP_ROWS, SNAP_AUX, SNAP_END (last block)
+ *   8 u8  type  SNAP_ROWS, SNAP_AUX, SNAP_END (last block), SNAP_DEVS
  *   9 u8[3] 0
  *  12 payload   sealed: nonce counter = block index (1, 2, ...), AAD = bytes 8..11
  * ROWS payload: rows, each
@@ -22,6 +24,19 @@
  *   varint len, UTI; varint expires_at; varint LSN
  * so a device ID, owner and URI are written once per run of rows instead of
  * per row (a URI table per block, at most SNAP_URI_MAX entries).
+ * DEVS payload (device records: history, and the owner and prefs of those
+ * without rows), entries, each
+ *   u8 flags (1 meta: a record without rows, owner [and prefs] follow;
+ *             2 has prefs, only with 1)
+ *   varint len, device ID; [meta: varint len, owner; [varint len, prefs]]
+ *   varint key LSN, varint key part (the ring's newest logged entry)
+ *   varint n, then n history entries, oldest first, each
+ *     u8 event (1 map, 2 demap, 4 expiry: inquiries are not kept),
+ *     varint micros, varint len, principal, varint len, URI, varint len, UTI
+ * A device has an entry if it has no rows or a nonzero key; a long history
+ * may take several entries of one device (later ones without meta), which
+ * the loader appends in order. Files written before DEVS existed have no
+ * such block and load as before (no history, no row-less records).
  * AUX payload: u8 kind, opaque bytes (one record of a module's dump).
  * END payload: varint end LSN, varint rows, varint devices, varint blocks.
  * Varints are LEB128.
@@ -46,7 +61,7 @@ struct store_io;
 #define SNAP_BLOCK_MAX (8u << 20)
 #define SNAP_BLOCK_TARGET (1u << 20)
 #define SNAP_URI_MAX 4096u
-enum snap_type { SNAP_ROWS = 1, SNAP_AUX = 2, SNAP_END = 3 };
+enum snap_type { SNAP_ROWS = 1, SNAP_AUX = 2, SNAP_END = 3, SNAP_DEVS = 4 };
 
 struct snap_block {
     uint8_t type;
@@ -76,6 +91,24 @@ void snap_rows_init(struct snap_rows *it, const uint8_t *p, size_t n);
 /* 1 row in *row (valid while the payload is), 0 end, -EPROTO. */
 int snap_rows_next(struct snap_rows *it, struct snap_row *row);
 
+/* Device records of one (opened) DEVS payload. Pure, no allocation. */
+struct snap_dev {
+    struct wal_bytes dev, owner, prefs;
+    int meta, has_prefs;
+    uint64_t hist_lsn;
+    uint32_t hist_part;
+    uint64_t nhist;
+    struct wal_bytes hist;   /* the n entries, for snap_hist_next */
+};
+struct snap_devs { const uint8_t *p; size_t n; };
+void snap_devs_init(struct snap_devs *it, const uint8_t *p, size_t n);
+/* 1 entry in *d (valid while the payload is; its history already checked
+ * whole), 0 end, -EPROTO. */
+int snap_devs_next(struct snap_devs *it, struct snap_dev *d);
+/* Next history entry of d->hist (advances *rest): 1, 0 end, -EPROTO.
+ * h's pointers point into the payload; lsn/part are 0. */
+int snap_hist_next(struct wal_bytes *rest, struct engine_hist *h);
+
 struct snap_end { uint64_t end_lsn, rows, devices, blocks; };
 int snap_end_decode(const uint8_t *p, size_t n, struct snap_end *e);
 
@@ -84,6 +117,8 @@ int snap_end_decode(const uint8_t *p, size_t n, struct snap_end *e);
 struct snap_info {
     uint64_t start_lsn, end_lsn, rows, devices, blocks, conflicts;
     uint64_t bad_off;          /* on failure: offset of the bad block */
+    uint64_t dev_records;      /* DEVS entries, and the history entries */
+    uint64_t hist_entries;     /* they hold */
 };
 typedef int (*snap_aux_fn)(void *arg, uint8_t kind, const void *p, size_t n);
 /* Checks (e == NULL) or loads (into e) a whole snapshot held in memory.
@@ -102,6 +137,10 @@ int snap_writer_open(struct snap_writer **out, const struct store_io *io,
 /* Adds a row; memory work only, so it may run inside an engine_iterate
  * callback. snap_writer_drain (outside the callback) writes what is done. */
 int snap_writer_row(struct snap_writer *w, const struct engine_row *row);
+/* Adds a device record's DEVS entry if it needs one (no rows, or history);
+ * memory work only: call it from the engine_iterate_devices dev_fn that
+ * got d (it reads the history with engine_device_history). */
+int snap_writer_device(struct snap_writer *w, engine_t *e, const struct engine_device *d);
 int snap_writer_drain(struct snap_writer *w);
 int snap_writer_aux(struct snap_writer *w, uint8_t kind, const void *p, size_t n);
 /* Writes END and fdatasyncs; the caller then durable-replaces the file. */

@@ -70,6 +70,9 @@ struct store {
     uint64_t batch_first;
     struct wvec waiters;           /* lane: done callbacks of the open batch */
     struct bytes removed;          /* lane: rows a demap removed (scratch) */
+    const struct wal_change *cur;  /* lane: the demap being applied, and */
+    uint64_t cur_lsn;              /* its LSN and the index of its next */
+    uint32_t cur_part;             /* history entry (on_removed) */
     int stopping;                  /* lane */
     int started, recovered;
 
@@ -187,15 +190,26 @@ static int wvec_push(struct wvec *w, uint64_t lsn, store_done_fn done, void *arg
 
 /* --- applying a change (live and replay share this) ----------------------- */
 
-/* Copies each removed row into s->removed, so the listener and history run
- * after the engine call returns (not inside its callback). */
+static void history(store_t *s, const struct engine_row *row, uint8_t ev,
+                    const struct wal_bytes *actor, uint64_t micros, uint64_t lsn,
+                    uint32_t part);
+
+/* Records each removed row's history entry at once, and copies the row into
+ * s->removed so the listener runs after the engine call returns (not inside
+ * its callback). The entry goes in here because the engine calls this
+ * before it publishes the record without the row: a snapshot that sees the
+ * row gone then also sees its entry (recovery replays that demap as a
+ * no-op and could not add the entry any more). */
 static int on_removed(void *arg, const struct engine_row *r)
 {
     store_t *s = arg;
+    const struct wal_change *ch = s->cur;
+    history(s, r, ch->type == WAL_EXPIRE ? ENGINE_H_EXPIRY : ENGINE_H_DEMAP, &ch->actor,
+            ch->micros, s->cur_lsn, s->cur_part++);
     size_t need = sizeof(struct engine_row) + r->device_len + r->owner_len + r->uri_len +
                   r->uti_len + 8;
     if (bytes_reserve(&s->removed, need) < 0)
-        return 0; /* history/listener of this row is lost, the change is not */
+        return 0; /* the listener misses this row, the change does not */
     struct engine_row c = *r;
     uint8_t *p = s->removed.p + s->removed.n + sizeof(c);
     memcpy(p, r->device, r->device_len); c.device = p; p += r->device_len;
@@ -219,13 +233,16 @@ static void notify(store_t *s, enum store_change_type t, const struct engine_row
     s->listener(s->listener_arg, &c);
 }
 
+/* A logged change's entry: its key (lsn, part) makes the ring ignore it
+ * when it already holds it (replay over a fuzzy snapshot). */
 static void history(store_t *s, const struct engine_row *row, uint8_t ev,
-                    const struct wal_bytes *actor, uint64_t micros)
+                    const struct wal_bytes *actor, uint64_t micros, uint64_t lsn,
+                    uint32_t part)
 {
     struct engine_hist h = {
         .micros = micros, .event = ev, .principal = actor->p,
         .principal_len = (uint16_t)actor->n, .uri = row->uri, .uri_len = row->uri_len,
-        .uti = row->uti, .uti_len = row->uti_len,
+        .uti = row->uti, .uti_len = row->uti_len, .lsn = lsn, .part = part,
     };
     (void)engine_history_add(s->e, row->device, row->device_len, &h);
 }
@@ -237,6 +254,9 @@ static int apply(store_t *s, const struct wal_change *c, uint64_t lsn, uint64_t 
 {
     int r;
     s->removed.n = 0;
+    s->cur = c;
+    s->cur_lsn = lsn;
+    s->cur_part = 0;
     switch (c->type) {
     case WAL_MAP: {
         struct engine_map_req rq = {
@@ -253,7 +273,7 @@ static int apply(store_t *s, const struct wal_change *c, uint64_t lsn, uint64_t 
                 .uti = c->uti.p, .uti_len = (uint16_t)c->uti.n,
                 .expires_at = c->expires_at, .lsn = lsn,
             };
-            history(s, &row, ENGINE_H_MAP, &c->actor, c->micros);
+            history(s, &row, ENGINE_H_MAP, &c->actor, c->micros, lsn, 0);
             notify(s, STORE_C_MAP, &row, &c->actor, lsn, replay);
         }
         return r;
@@ -295,12 +315,11 @@ static int apply(store_t *s, const struct wal_change *c, uint64_t lsn, uint64_t 
     default:
         return -EINVAL;
     }
-    /* The demaps: history and events per removed row. */
+    /* The demaps: events per removed row (history went in on_removed). */
     int expire = c->type == WAL_EXPIRE;
     for (size_t off = 0; off < s->removed.n;) {
         struct engine_row row;
         memcpy(&row, s->removed.p + off, sizeof(row));
-        history(s, &row, expire ? ENGINE_H_EXPIRY : ENGINE_H_DEMAP, &c->actor, c->micros);
         notify(s, expire ? STORE_C_EXPIRE : STORE_C_DEMAP, &row, &c->actor, lsn, replay);
         off += sizeof(row) + row.device_len + row.owner_len + row.uri_len + row.uti_len;
         off = (off + 7) & ~(size_t)7;
@@ -643,9 +662,17 @@ static void *syncer_main(void *arg)
 
 /* --- snapshots ---------------------------------------------------------------- */
 
+struct snap_ctx { struct snap_writer *w; engine_t *e; };
 static int snap_row_cb(void *arg, const struct engine_row *row)
 {
-    return snap_writer_row(arg, row) < 0 ? -EIO : 0;
+    struct snap_ctx *c = arg;
+    return snap_writer_row(c->w, row) < 0 ? -EIO : 0;
+}
+/* A device record: its history (and, without rows, its owner and prefs). */
+static int snap_dev_cb(void *arg, const struct engine_device *d)
+{
+    struct snap_ctx *c = arg;
+    return snap_writer_device(c->w, c->e, d) < 0 ? -EIO : 0;
 }
 
 struct aux_emit { struct snap_writer *w; uint8_t kind; int err; };
@@ -703,8 +730,9 @@ static int take_snapshot(store_t *s, uint64_t *covers)
     if (r < 0)
         goto fail;
     uint64_t cursor = 0;
+    struct snap_ctx sc = {w, s->e};
     do {
-        r = engine_iterate(s->e, &cursor, 1024, snap_row_cb, w);
+        r = engine_iterate_devices(s->e, &cursor, 1024, snap_dev_cb, snap_row_cb, &sc);
         if (r < 0 || (r = snap_writer_drain(w)) < 0)
             goto fail;
         if (r == 0 && cursor == 0)
