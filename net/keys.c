@@ -27,6 +27,8 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+#include "waiter.h"
+
 #define REC_VERSION 1
 #define REC_KEY 1
 #define REC_LEN (3 + 8 + KEYS_SECRET_LEN)
@@ -168,23 +170,6 @@ int keys_register_aux(keys_t *k, store_t *store)
     return store_register_aux(store, KEYS_AUX_KIND, &aux_ops, k);
 }
 
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, status;
-};
-
-static void waiter_done(void *arg, int status, uint64_t lsn)
-{
-    struct waiter *w = arg;
-    (void)lsn;
-    pthread_mutex_lock(&w->mu);
-    w->status = status;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 int keys_rotate(keys_t *k, store_t *store, uint64_t now, store_done_fn done, void *arg)
 {
     struct key key;
@@ -203,7 +188,7 @@ int keys_rotate(keys_t *k, store_t *store, uint64_t now, store_done_fn done, voi
     encode_rec(rec, &key);
     OPENSSL_cleanse(&key, sizeof(key));
 
-    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
+    struct store_waiter w = STORE_WAITER_INIT;
     if (!store) {
         rc = aux_apply(k, rec, sizeof(rec), 0);
         if (rc == 0 && done)
@@ -211,7 +196,7 @@ int keys_rotate(keys_t *k, store_t *store, uint64_t now, store_done_fn done, voi
     } else {
         /* The store applies the record in its writer lane before
          * store_aux returns, so the next rotation sees the new id. */
-        rc = store_aux(store, KEYS_AUX_KIND, rec, sizeof(rec), done ? done : waiter_done,
+        rc = store_aux(store, KEYS_AUX_KIND, rec, sizeof(rec), done ? done : store_waiter_done,
                        done ? arg : &w);
         if (rc > 0)
             rc = 0;
@@ -220,11 +205,7 @@ int keys_rotate(keys_t *k, store_t *store, uint64_t now, store_done_fn done, voi
     OPENSSL_cleanse(rec, sizeof(rec));
     if (rc < 0 || !store || done)
         return rc;
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    return w.status;
+    return store_waiter_wait(&w);
 }
 
 int keys_maybe_rotate(keys_t *k, store_t *store, uint64_t now)

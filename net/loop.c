@@ -35,6 +35,7 @@
 #include "acl.h"
 #include "mailbox.h"
 #include "pending.h"
+#include "waiter.h"
 
 #define RING_ENTRIES 1024
 #define CQ_ENTRIES 16384
@@ -1081,33 +1082,12 @@ int job_submit(struct loop *l, struct job *j)
 }
 
 /* PRINCIPAL_SET/DEL wait on the job thread until the store has the change
- * durable, keeping its LSN for the response's CAS (wire-v1 3.3). */
-struct job_wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, status;
-    uint64_t lsn;
-};
-
-static void job_wait_done(void *arg, int status, uint64_t lsn)
-{
-    struct job_wait *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->status = status;
-    w->lsn = lsn;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static int job_wait(struct job_wait *w, int rc, struct msg *m)
+ * durable, keeping its LSN for the response's CAS (wire-v1 3.3). rc is the
+ * submission's result: wait only if it was accepted. */
+static int job_wait(struct store_waiter *w, int rc, struct msg *m)
 {
     if (rc == 0) {
-        pthread_mutex_lock(&w->mu);
-        while (!w->done)
-            pthread_cond_wait(&w->cv, &w->mu);
-        pthread_mutex_unlock(&w->mu);
-        rc = w->status;
+        rc = store_waiter_wait(w);
         m->lsn = w->lsn;
     }
     return rc;
@@ -1147,14 +1127,14 @@ static void run_job(struct loop *l, struct job *j)
         const char *why = NULL;
         int rc = principal_decode_set(j->data, j->authcid_len, j->data + j->authcid_len,
                                       j->len - j->authcid_len, &def, &why);
-        struct job_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+        struct store_waiter w = STORE_WAITER_INIT;
         if (rc == 0)
-            rc = job_wait(&w, principal_set(l->d.reg, l->d.store, &def, job_wait_done, &w), m);
+            rc = job_wait(&w, principal_set(l->d.reg, l->d.store, &def, store_waiter_done, &w), m);
         m->status = rc;
     } else if (j->kind == JOB_PDEL) {
-        struct job_wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
+        struct store_waiter w = STORE_WAITER_INIT;
         m->status = job_wait(&w, principal_del(l->d.reg, l->d.store, j->data, j->len,
-                                               job_wait_done, &w), m);
+                                               store_waiter_done, &w), m);
         if (m->status == 0 && l->d.mailbox)
             mailbox_clear(l->d.mailbox, j->data, j->len);
     }

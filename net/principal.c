@@ -29,6 +29,8 @@
 #include <openssl/mem.h>
 #include <openssl/rand.h>
 
+#include "waiter.h"
+
 #define REC_VERSION 1
 #define REC_SET 1
 #define REC_DEL 2
@@ -640,23 +642,6 @@ int principal_register_aux(principal_reg_t *reg, store_t *store)
 }
 
 /* done == NULL: wait here until the store calls back. */
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, status;
-};
-
-static void waiter_done(void *arg, int status, uint64_t lsn)
-{
-    struct waiter *w = arg;
-    (void)lsn;
-    pthread_mutex_lock(&w->mu);
-    w->status = status;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
 static int submit(principal_reg_t *reg, store_t *store, const struct buf *rec,
                   store_done_fn done, void *arg)
 {
@@ -671,15 +656,11 @@ static int submit(principal_reg_t *reg, store_t *store, const struct buf *rec,
         rc = store_aux(store, PRINCIPAL_AUX_KIND, rec->p, rec->len, done, arg);
         return rc < 0 ? rc : 0;
     }
-    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
-    rc = store_aux(store, PRINCIPAL_AUX_KIND, rec->p, rec->len, waiter_done, &w);
+    struct store_waiter w = STORE_WAITER_INIT;
+    rc = store_aux(store, PRINCIPAL_AUX_KIND, rec->p, rec->len, store_waiter_done, &w);
     if (rc < 0)
         return rc;
-    pthread_mutex_lock(&w.mu);
-    while (!w.done)
-        pthread_cond_wait(&w.cv, &w.mu);
-    pthread_mutex_unlock(&w.mu);
-    return w.status;
+    return store_waiter_wait(&w);
 }
 
 int principal_set(principal_reg_t *reg, store_t *store, const struct principal_def *def,

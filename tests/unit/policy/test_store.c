@@ -20,6 +20,7 @@
 #include "principal.h"
 #include "store.h"
 #include "test.h"
+#include "waiter.h"
 
 #define SECRET "pw-8c1f0e77-unique-clear-secret"
 
@@ -58,33 +59,6 @@ static void down(struct node *n)
     principal_reg_destroy(n->reg);
     keys_destroy(n->k);
     engine_destroy(n->e);
-}
-
-struct wait {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int done, status;
-    uint64_t lsn;
-};
-
-static void on_done(void *arg, int status, uint64_t lsn)
-{
-    struct wait *w = arg;
-    pthread_mutex_lock(&w->mu);
-    w->status = status;
-    w->lsn = lsn;
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static int wait_for(struct wait *w)
-{
-    pthread_mutex_lock(&w->mu);
-    while (!w->done)
-        pthread_cond_wait(&w->cv, &w->mu);
-    pthread_mutex_unlock(&w->mu);
-    return w->status;
 }
 
 static void set(struct node *n, const char *name, uint8_t roles, const char *secret,
@@ -174,17 +148,17 @@ int main(void)
         CHECK_EQ(principal_set(n.reg, n.s, &d, NULL, NULL), 0);
     }
     /* The asynchronous form: done comes from a store thread once durable. */
-    struct wait w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
-    CHECK_EQ(principal_del(n.reg, n.s, "gone", 4, on_done, &w), 0);
-    CHECK_EQ(wait_for(&w), 0);
+    struct store_waiter w = STORE_WAITER_INIT;
+    CHECK_EQ(principal_del(n.reg, n.s, "gone", 4, store_waiter_done, &w), 0);
+    CHECK_EQ(store_waiter_wait(&w), 0);
     CHECK(w.lsn > 0);
     /* A map through the store (history entry 1, logged) and an inquiry
      * record (entry 3, memory only). */
     struct engine_map_req rq = {.dev = "dev1", .dev_len = 4, .uri = "https://u/", .uri_len = 10,
                                 .uti = "uti1", .uti_len = 4, .owner = "acme", .owner_len = 4};
-    struct wait wm = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
-    CHECK_EQ(store_map(n.s, &rq, "admin", 5, on_done, &wm), 0);
-    CHECK_EQ(wait_for(&wm), 0);
+    struct store_waiter wm = STORE_WAITER_INIT;
+    CHECK_EQ(store_map(n.s, &rq, "admin", 5, store_waiter_done, &wm), 0);
+    CHECK_EQ(store_waiter_wait(&wm), 0);
     engine_thread_online(n.e);
     CHECK_EQ(history_record_inquiry(n.e, "dev1", 4, "shop", 4, "https://u/", 10, "uti1", 4, 42), 0);
     struct principal *adm = principal_get(n.reg, "admin", 5);
@@ -240,9 +214,9 @@ int main(void)
     CHECK_EQ(keys_validate(n.k, b1.p, b1.len), -ESTALE);
     CHECK_EQ(keys_issue(n.k, 7, 2000, &b2), 0);
     set(&n, "acme", PRINCIPAL_IOT_SP | PRINCIPAL_TPSP, "second", "ACME-");
-    struct wait ws = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0, 0};
-    CHECK_EQ(store_snapshot(n.s, on_done, &ws), 0);
-    CHECK_EQ(wait_for(&ws), 0);
+    struct store_waiter ws = STORE_WAITER_INIT;
+    CHECK_EQ(store_snapshot(n.s, store_waiter_done, &ws), 0);
+    CHECK_EQ(store_waiter_wait(&ws), 0);
     /* And one change after the snapshot, in the log only. */
     set(&n, "late", PRINCIPAL_VALIDATOR, "l8", NULL);
     down(&n);
