@@ -6,6 +6,11 @@
  * fuzz/corpus/fuzz_wal_record/: a segment (mode 0), a cut one, and every
  *   record type's payload (mode 1); fuzz/corpus/fuzz_snap_load/: a snapshot
  *   (mode 0) and its first ROWS payload (mode 1).
+ *   gen_persist_files REPO_ROOT devs
+ * writes only fuzz/corpus/fuzz_snap_load/{snapshot_devs,devs_block}: a
+ *   snapshot of an engine with history (records without rows, map/demap/
+ *   expiry entries; mode 0) and its DEVS payload (mode 2), leaving the
+ *   other seeds and fixtures as they are.
  * tests/assets/persist/{torn_tail,mid_corrupt,bad_snapshot}/: data
  *   directories test_persist_corrupt recovers or refuses.
  */
@@ -76,8 +81,69 @@ static void make_dir(const char *dir, int snapshot)
     rig_close(&r);
 }
 
+/* A snapshot with DEVS blocks: history_len 16, records without rows. */
+static void make_devs(const char *corpus)
+{
+    char dir[256], err[512], names[4][64], path[1024];
+    mk_tmpdir(dir, sizeof(dir));
+    struct store_config cfg = {.dir = dir};
+    struct rig r;
+    struct engine_config ec = {.initial_devices = 16, .history_len = 16};
+    CHECK(engine_create(&r.e, &ec) == 0);
+    CHECK(store_open(&r.s, r.e, &cfg, err, sizeof(err)) == 0);
+    CHECK(store_recover(r.s, err, sizeof(err)) == 0);
+    CHECK(store_start(r.s) == 0);
+    struct wg w;
+    wg_init(&w);
+    char dev[32], uti[32];
+    for (int i = 0; i < 8; i++) {
+        snprintf(dev, sizeof(dev), "device-%02d", i / 2);
+        snprintf(uti, sizeof(uti), "uti-%02d", i);
+        map_wait(r.s, dev, i % 3 ? "https://a.example" : "https://b.example", uti, "owner", 0,
+                 &w);
+    }
+    wg_add(&w);
+    store_set_prefs(r.s, "device-01", 9, "{\"share\":0}", 11, "alice", 5, wg_done, &w);
+    wg_add(&w);
+    store_demap_device(r.s, "device-01", 9, "bob", 3, wg_done, &w);
+    wg_add(&w);
+    store_demap(r.s, "device-02", 9, "https://a.example", 17, "uti-05", 6, 0, "bob", 3,
+                wg_done, &w);
+    wg_add(&w);
+    store_snapshot(r.s, wg_done, &w);
+    wg_wait(&w);
+    rig_close(&r);
+    CHECK(list_files(dir, "snap-", names, 4) == 1);
+    snprintf(path, sizeof(path), "%s/%s", dir, names[0]);
+    size_t n;
+    uint8_t *snap = slurp(path, &n);
+    put(corpus, "fuzz_snap_load", "snapshot_devs", 0, snap, n);
+    size_t off = WAL_FHDR_SIZE;
+    struct snap_block b;
+    long span;
+    int found = 0;
+    while ((span = snap_block_decode(snap + off, n - off, &b)) > 0) {
+        if (b.type == SNAP_DEVS) {
+            put(corpus, "fuzz_snap_load", "devs_block", 2, b.payload, b.len);
+            found = 1;
+            break;
+        }
+        off += (size_t)span;
+    }
+    CHECK(found);
+    printf("corpus: snapshot with DEVS (%zu bytes)\n", n);
+    free(snap);
+    rm_rf(dir);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && !strcmp(argv[2], "devs")) {
+        char corpus[512];
+        snprintf(corpus, sizeof(corpus), "%s/fuzz/corpus", argv[1]);
+        make_devs(corpus);
+        return 0;
+    }
     if (argc < 2) {
         fprintf(stderr, "usage: gen_persist_files REPO_ROOT\n");
         return 2;
