@@ -13,6 +13,8 @@
  *                                  inquiries and the rest durable MAPs
  *   --preload N                    first MAP N rows (icsd) or SET them
  *                                  (memcached, values = the encoded rows)
+ *   --rows R                       with --preload: R rows (URIs) per device,
+ *                                  so each inquiry answers R rows (icsd)
  *   --tls --cert F --key F --ca F  TLS 1.3 with a client certificate (icsd's
  *                                  TLS port; the certificate names the
  *                                  principal, so no --user); every
@@ -61,8 +63,9 @@ static struct {
     const char *label;
     int tls;
     const char *cert, *key, *ca;
+    uint32_t rows;
 } o = {"127.0.0.1", 11311, 1, 1, 5, 95, 0, 0, 10000, 0, OP_INQUIRE, 0, NULL, NULL, 0, "",
-       0, NULL, NULL, NULL};
+       0, NULL, NULL, NULL, 1};
 
 static SSL_CTX *tls_ctx; /* client context, when --tls */
 
@@ -150,10 +153,12 @@ static void zipf_init(void)
 /* --- request encoding ------------------------------------------------------------------ */
 static uint64_t write_seq;
 
-static void row_value(struct buf *v, uint32_t k)
+/* Row r of device k (r > 0 only with --rows). */
+static void row_value(struct buf *v, uint32_t k, uint32_t r)
 {
     char uri[64], uti[32];
-    int ul = snprintf(uri, sizeof uri, "https://svc%u.example.com/api", k % 100);
+    int ul = r ? snprintf(uri, sizeof uri, "https://svc%u.example.com/api/%u", k % 100, r)
+               : snprintf(uri, sizeof uri, "https://svc%u.example.com/api", k % 100);
     int tl = snprintf(uti, sizeof uti, "uti-%08u", k);
     buf_put_str16(v, uri, (size_t)ul);
     buf_put_str16(v, uti, (size_t)tl);
@@ -418,24 +423,25 @@ static void preload(void)
     sasl(&ch);
     struct buf b = BUF_INIT, in = BUF_INIT, v = BUF_INIT;
     const uint32_t window = 256;
-    uint32_t sent = 0, got = 0;
+    uint32_t sent = 0, got = 0, total = o.preload * o.rows;
     uint64_t t0 = now_ns();
-    while (got < o.preload) {
+    while (got < total) {
         buf_reset(&b);
-        while (sent < o.preload && sent - got < window) {
+        while (sent < total && sent - got < window) {
             char dev[32];
-            int dl = snprintf(dev, sizeof dev, "dev-%08u", sent);
+            uint32_t k = sent / o.rows, r = sent % o.rows;
+            int dl = snprintf(dev, sizeof dev, "dev-%08u", k);
             buf_reset(&v);
             if (o.memcached) {
                 /* value = the encoded rows icsd's GET returns */
                 buf_put_u32(&v, 1);
-                row_value(&v, sent);
+                row_value(&v, k, 0);
                 buf_put_u32(&v, 0);
                 uint8_t ext[8] = {0};
                 wire_put_request(&b, WIRE_OP_SET, sent, 0, ext, 8, dev, (uint16_t)dl, v.p,
                                  (uint32_t)v.len);
             } else {
-                row_value(&v, sent);
+                row_value(&v, k, r);
                 wire_put_request(&b, WIRE_OP_MAP, sent, 0, NULL, 0, dev, (uint16_t)dl, v.p,
                                  (uint32_t)v.len);
             }
@@ -456,7 +462,7 @@ static void preload(void)
         buf_consume(&in, (size_t)rc);
         got++;
     }
-    fprintf(stderr, "loadgen: preloaded %u rows in %.2f s\n", o.preload,
+    fprintf(stderr, "loadgen: preloaded %u rows in %.2f s\n", total,
             (double)(now_ns() - t0) / 1e9);
     chan_close(&ch);
     buf_free(&b);
@@ -590,7 +596,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: ics-loadgen [--host H] [--port P] [--conns N] [--depth D] [--duration S]\n"
             "  [--op inquire|binding|get|mix] [--read-pct P] [--keys N] [--zipf]\n"
-            "  [--memcached] [--user U --secret S] [--preload N] [--preload-only]\n"
+            "  [--memcached] [--user U --secret S] [--preload N [--rows R]] [--preload-only]\n"
             "  [--tls --cert FILE --key FILE --ca FILE]\n"
             "  [--server-pid PID] [--label TEXT]\n");
     exit(2);
@@ -610,6 +616,7 @@ int main(int argc, char **argv)
         else if (ARG("--read-pct")) o.read_pct = atoi(v);
         else if (ARG("--keys")) o.keys = (uint32_t)atoi(v);
         else if (ARG("--preload")) o.preload = (uint32_t)atoi(v);
+        else if (ARG("--rows")) o.rows = (uint32_t)atoi(v);
         else if (ARG("--user")) o.user = v;
         else if (ARG("--secret")) o.secret = v;
         else if (ARG("--server-pid")) o.server_pid = atoi(v);
@@ -630,8 +637,12 @@ int main(int argc, char **argv)
         else usage();
 #undef ARG
     }
-    if (o.conns < 1 || o.depth < 1 || o.keys < 1)
+    if (o.conns < 1 || o.depth < 1 || o.keys < 1 || o.rows < 1)
         usage();
+    if (o.memcached && o.rows != 1) {
+        fprintf(stderr, "loadgen: --rows is for icsd\n");
+        return 2;
+    }
     if (o.memcached && o.op != OP_GET) {
         fprintf(stderr, "loadgen: memcached speaks only --op get here\n");
         return 2;
