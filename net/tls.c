@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -131,6 +132,11 @@ struct tls_conn {
     size_t in_off, in_len, in_cap;
     struct tls_out_chunk *out_head, *out_tail;
     size_t out_total;
+    /* tls_conn_out_msg's gathered send: here, not on the caller's stack,
+     * because an asynchronous sendmsg reads it after the call returns
+     * (~200 bytes, which an idle connection keeps; no allocation). */
+    struct msghdr out_msg;
+    struct iovec out_iov[TLS_OUT_IOV_MAX];
     int ready, failed;
     int oom;                           /* an output chunk could not be had */
     int verify_err;                    /* first X509_V_ERR_* seen, 0 none */
@@ -924,6 +930,17 @@ int tls_conn_out_iov(struct tls_conn *c, struct iovec *iov, int max)
         n++;
     }
     return n;
+}
+
+const struct msghdr *tls_conn_out_msg(struct tls_conn *c)
+{
+    int n = tls_conn_out_iov(c, c->out_iov, TLS_OUT_IOV_MAX);
+    if (n == 0)
+        return NULL;
+    memset(&c->out_msg, 0, sizeof c->out_msg);
+    c->out_msg.msg_iov = c->out_iov;
+    c->out_msg.msg_iovlen = (size_t)n;
+    return &c->out_msg;
 }
 
 void tls_conn_out_consume(struct tls_conn *c, size_t n)

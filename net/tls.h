@@ -34,7 +34,8 @@
  *       r < 0: -ENOTCONN = peer closed (close_notify), else fatal: close
  *   to answer:   tls_conn_write(c, resp, n)      encrypts; never partial
  *   send:        n = tls_conn_out(c, &p); if (n) send(p, n);
- *                (or tls_conn_out_iov for one sendmsg over every piece)
+ *                (or m = tls_conn_out_msg(c); sendmsg(m): one gathered
+ *                send over every piece, e.g. IORING_OP_SENDMSG)
  *                on completion tls_conn_out_consume(c, sent)  (then repeat)
  *   on recv == 0 / error / timeout: tls_conn_free(c)
  *
@@ -75,9 +76,11 @@ extern "C" {
 
 struct tls_ctx;
 struct tls_conn;
+struct msghdr;
 
 #define TLS_PRINCIPAL_MAX 128          /* bytes, as the wire's principal names */
 #define TLS_FINGERPRINT_HEX_LEN 64     /* SHA-256, lowercase hex, plus a NUL */
+#define TLS_OUT_IOV_MAX 8              /* pieces per tls_conn_out_msg (256 KiB) */
 
 struct tls_cfg {
     const char *cert_file;   /* PEM: server certificate, then its chain */
@@ -150,6 +153,15 @@ size_t tls_conn_out(struct tls_conn *c, const uint8_t **p);
 /* The same as up to max iovecs, for one sendmsg/writev (io_uring
  * IORING_OP_SENDMSG); returns how many were filled. */
 int tls_conn_out_iov(struct tls_conn *c, struct iovec *iov, int max);
+
+/* One gathered send: a msghdr owned by c whose iovecs cover the first
+ * pieces queued (up to TLS_OUT_IOV_MAX), NULL when nothing waits. It and
+ * the bytes it points at stay valid, untouched, until the next
+ * tls_conn_out_consume or tls_conn_free, even if more is written meanwhile,
+ * so it may be handed to an asynchronous sendmsg (IORING_OP_SENDMSG reads
+ * the msghdr when it runs). Call it again only after that send completed
+ * and was consumed: each call refills the same msghdr. */
+const struct msghdr *tls_conn_out_msg(struct tls_conn *c);
 
 /* Total bytes queued (all pieces), e.g. for back-pressure. */
 size_t tls_conn_out_pending(const struct tls_conn *c);

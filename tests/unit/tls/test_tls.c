@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
@@ -983,6 +984,93 @@ static void test_out_stability(void)
     tls_ctx_destroy(ctx);
 }
 
+/* tls_conn_out_msg: one sendmsg over several queued pieces, over a real
+ * socket; the msghdr stays put while more is written behind it. */
+static void test_out_msg(void)
+{
+    struct tls_ctx *ctx = make_ctx(0, NULL);
+    struct client cl;
+    struct tls_conn *c;
+    CHECK_EQ(connect_as(ctx, "alice", TLS1_3_VERSION, NULL, &cl, &c), 0);
+    CHECK(tls_conn_out_msg(c) == NULL);        /* nothing queued */
+    static uint8_t big[400000], back[sizeof big];
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (uint8_t)(i * 13 + 1);
+    CHECK_EQ(tls_conn_write(c, big, 100000), 0);
+    const struct msghdr *m = tls_conn_out_msg(c);
+    CHECK(m != NULL);
+    CHECK(m->msg_iovlen >= 2 && m->msg_iovlen <= TLS_OUT_IOV_MAX);
+    CHECK(m->msg_name == NULL && m->msg_control == NULL && m->msg_flags == 0);
+    size_t sum = 0;
+    for (size_t i = 0; i < m->msg_iovlen; i++)
+        sum += m->msg_iov[i].iov_len;
+    CHECK_EQ(sum, tls_conn_out_pending(c));   /* 100 KB: under 8 pieces */
+    /* More written while "the send is in flight": the msghdr and what it
+     * points at do not change. */
+    struct iovec saved[TLS_OUT_IOV_MAX];
+    size_t nsaved = m->msg_iovlen;
+    memcpy(saved, m->msg_iov, nsaved * sizeof *saved);
+    uint8_t head[64];
+    memcpy(head, saved[0].iov_base, sizeof head);
+    CHECK_EQ(tls_conn_write(c, big + 100000, sizeof big - 100000), 0);
+    CHECK_EQ(m->msg_iovlen, nsaved);
+    CHECK(memcmp(m->msg_iov, saved, nsaved * sizeof *saved) == 0);
+    CHECK_MEM(saved[0].iov_base, head, sizeof head);
+    /* 400 KB queued: more pieces than one msghdr takes. */
+    m = tls_conn_out_msg(c);
+    CHECK_EQ(m->msg_iovlen, (size_t)TLS_OUT_IOV_MAX);
+    sum = 0;
+    for (size_t i = 0; i < m->msg_iovlen; i++)
+        sum += m->msg_iov[i].iov_len;
+    CHECK(sum < tls_conn_out_pending(c));
+
+    /* Send it all with sendmsg over a socketpair (partial sends included:
+     * the socket buffer is smaller than 400 KB), the client decrypts. */
+    int sv[2];
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    int sndbuf = 32768;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    size_t got = 0, sends = 0, partial = 0;
+    uint8_t rx[65536];
+    while ((m = tls_conn_out_msg(c)) != NULL) {
+        size_t want = 0;
+        for (size_t i = 0; i < m->msg_iovlen; i++)
+            want += m->msg_iov[i].iov_len;
+        ssize_t w = sendmsg(sv[0], m, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w > 0) {
+            sends++;
+            partial += (size_t)w < want;
+            tls_conn_out_consume(c, (size_t)w);
+        } else {
+            CHECK(w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+        }
+        ssize_t r;
+        while ((r = recv(sv[1], rx, sizeof rx, MSG_DONTWAIT)) > 0)
+            CHECK(BIO_write(cl.rb, rx, (int)r) == (int)r);
+        int k;
+        while ((k = SSL_read(cl.ssl, back + got, (int)(sizeof back - got))) > 0)
+            got += (size_t)k;
+        ERR_clear_error();
+    }
+    CHECK_EQ(tls_conn_out_pending(c), 0);
+    ssize_t r;
+    while ((r = recv(sv[1], rx, sizeof rx, MSG_DONTWAIT)) > 0)
+        CHECK(BIO_write(cl.rb, rx, (int)r) == (int)r);
+    int k;
+    while ((k = SSL_read(cl.ssl, back + got, (int)(sizeof back - got))) > 0)
+        got += (size_t)k;
+    ERR_clear_error();
+    CHECK_EQ(got, sizeof big);
+    CHECK_MEM(back, big, sizeof big);
+    CHECK(sends >= 2);
+    CHECK(partial >= 1);                        /* consume across pieces was exercised */
+    close(sv[0]);
+    close(sv[1]);
+    tls_conn_free(c);
+    client_free(&cl);
+    tls_ctx_destroy(ctx);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -1008,6 +1096,7 @@ int main(int argc, char **argv)
     test_reload();
     test_create_errors();
     test_bad_input();
+    test_out_msg();
     test_input_buffering();
     test_alloc_failures();
     test_out_stability();
