@@ -10,51 +10,7 @@
 #include <errno.h>
 #include <string.h>
 
-struct rd {
-    const uint8_t *p;
-    size_t n;
-};
-
-static bool rd_u8(struct rd *r, uint8_t *v)
-{
-    if (r->n < 1)
-        return false;
-    *v = r->p[0];
-    r->p++;
-    r->n--;
-    return true;
-}
-
-static bool rd_u16(struct rd *r, uint16_t *v)
-{
-    if (r->n < 2)
-        return false;
-    *v = (uint16_t)((r->p[0] << 8) | r->p[1]);
-    r->p += 2;
-    r->n -= 2;
-    return true;
-}
-
-static bool rd_u32(struct rd *r, uint32_t *v)
-{
-    if (r->n < 4)
-        return false;
-    *v = ((uint32_t)r->p[0] << 24) | ((uint32_t)r->p[1] << 16) |
-         ((uint32_t)r->p[2] << 8) | r->p[3];
-    r->p += 4;
-    r->n -= 4;
-    return true;
-}
-
-static bool rd_str16(struct rd *r, const uint8_t **s, uint16_t *len)
-{
-    if (!rd_u16(r, len) || r->n < *len)
-        return false;
-    *s = r->p;
-    r->p += *len;
-    r->n -= *len;
-    return true;
-}
+#include "wire.h"
 
 #define FAIL(m)                                                            \
     do {                                                                   \
@@ -63,15 +19,15 @@ static bool rd_str16(struct rd *r, const uint8_t **s, uint16_t *len)
         return -EINVAL;                                                    \
     } while (0)
 
-static int check_prefixes(struct rd *r, const char **msg)
+static int check_prefixes(struct wire_cur *r, const char **msg)
 {
     uint16_t n;
-    if (!rd_u16(r, &n))
+    if (wire_get_u16(r, &n) < 0)
         FAIL("prefs: truncated prefix count");
     for (uint16_t i = 0; i < n; i++) {
         const uint8_t *s;
         uint16_t len;
-        if (!rd_str16(r, &s, &len))
+        if (wire_get_str16(r, &s, &len) < 0)
             FAIL("prefs: truncated URI prefix");
         if (len == 0 || len > PREFS_PREFIX_MAX)
             FAIL("prefs: URI prefix must be 1..1024 bytes");
@@ -83,25 +39,26 @@ static int check_prefixes(struct rd *r, const char **msg)
 
 int prefs_validate(const void *value, size_t len, const char **msg)
 {
-    struct rd r = {value, len};
+    struct wire_cur r = {value, len};
     uint32_t retention;
     uint16_t w;
     int rc;
 
     if (!value && len)
         FAIL("prefs: no value");
-    if (!rd_u32(&r, &retention))
+    if (wire_get_u32(&r, &retention) < 0)
         FAIL("prefs: truncated retention");
     if ((rc = check_prefixes(&r, msg)) < 0) /* allow */
         return rc;
     if ((rc = check_prefixes(&r, msg)) < 0) /* deny */
         return rc;
-    if (!rd_u16(&r, &w))
+    if (wire_get_u16(&r, &w) < 0)
         FAIL("prefs: truncated window count");
     for (uint16_t i = 0; i < w; i++) {
         uint8_t mask;
         uint16_t start, end;
-        if (!rd_u8(&r, &mask) || !rd_u16(&r, &start) || !rd_u16(&r, &end))
+        if (wire_get_u8(&r, &mask) < 0 || wire_get_u16(&r, &start) < 0 ||
+            wire_get_u16(&r, &end) < 0)
             FAIL("prefs: truncated window");
         if (mask == 0 || (mask & 0x80))
             FAIL("prefs: weekday mask must be 1..127 (bit0 = Monday)");
@@ -123,18 +80,18 @@ static bool has_prefix(const uint8_t *uri, size_t ulen, const uint8_t *pfx, size
 }
 
 /* Walks one prefix list. *match: any prefix matched. false if malformed. */
-static bool scan_prefixes(struct rd *r, const uint8_t *uri, size_t ulen, bool *nonempty,
+static bool scan_prefixes(struct wire_cur *r, const uint8_t *uri, size_t ulen, bool *nonempty,
                           bool *match)
 {
     uint16_t n;
-    if (!rd_u16(r, &n))
+    if (wire_get_u16(r, &n) < 0)
         return false;
     *nonempty = n > 0;
     *match = false;
     for (uint16_t i = 0; i < n; i++) {
         const uint8_t *s;
         uint16_t len;
-        if (!rd_str16(r, &s, &len))
+        if (wire_get_str16(r, &s, &len) < 0)
             return false;
         if (!*match && has_prefix(uri, ulen, s, len))
             *match = true;
@@ -145,14 +102,14 @@ static bool scan_prefixes(struct rd *r, const uint8_t *uri, size_t ulen, bool *n
 bool prefs_allows(const void *blob, size_t len, const void *uri, size_t ulen,
                   uint64_t now_us)
 {
-    struct rd r = {blob, len};
+    struct wire_cur r = {blob, len};
     uint32_t retention;
     bool nonempty, match;
     uint16_t w;
 
     if (len == 0)
         return true;
-    if (!rd_u32(&r, &retention))
+    if (wire_get_u32(&r, &retention) < 0)
         return false;
     if (!scan_prefixes(&r, uri, ulen, &nonempty, &match))
         return false;
@@ -162,7 +119,7 @@ bool prefs_allows(const void *blob, size_t len, const void *uri, size_t ulen,
         return false;
     if (match)
         return false;
-    if (!rd_u16(&r, &w))
+    if (wire_get_u16(&r, &w) < 0)
         return false;
     if (w == 0)
         return true;
@@ -177,7 +134,8 @@ bool prefs_allows(const void *blob, size_t len, const void *uri, size_t ulen,
     for (uint16_t i = 0; i < w; i++) {
         uint8_t mask;
         uint16_t start, end;
-        if (!rd_u8(&r, &mask) || !rd_u16(&r, &start) || !rd_u16(&r, &end))
+        if (wire_get_u8(&r, &mask) < 0 || wire_get_u16(&r, &start) < 0 ||
+            wire_get_u16(&r, &end) < 0)
             return false;
         if (start < end) {
             if ((mask & (1u << today)) && minute >= start && minute < end)
@@ -196,9 +154,9 @@ bool prefs_allows(const void *blob, size_t len, const void *uri, size_t ulen,
 
 uint32_t prefs_retention(const void *blob, size_t len)
 {
-    struct rd r = {blob, len};
+    struct wire_cur r = {blob, len};
     uint32_t v;
-    if (!rd_u32(&r, &v))
+    if (wire_get_u32(&r, &v) < 0)
         return 0;
     return v;
 }

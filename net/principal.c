@@ -30,6 +30,7 @@
 #include <openssl/rand.h>
 
 #include "waiter.h"
+#include "wire.h"
 
 #define REC_VERSION 1
 #define REC_SET 1
@@ -119,54 +120,9 @@ bool principal_fp_matches(const struct principal *p, const uint8_t sha256[PRINCI
 
 /* --- pure decoders ------------------------------------------------------ */
 
-struct rd {
-    const uint8_t *p;
-    size_t n;
-};
-
-static bool rd_u8(struct rd *r, uint8_t *v)
+static int get_span(struct wire_cur *c, struct principal_span *s)
 {
-    if (r->n < 1)
-        return false;
-    *v = *r->p++;
-    r->n--;
-    return true;
-}
-
-static bool rd_u16(struct rd *r, uint16_t *v)
-{
-    if (r->n < 2)
-        return false;
-    *v = (uint16_t)((r->p[0] << 8) | r->p[1]);
-    r->p += 2;
-    r->n -= 2;
-    return true;
-}
-
-static bool rd_u32(struct rd *r, uint32_t *v)
-{
-    if (r->n < 4)
-        return false;
-    *v = ((uint32_t)r->p[0] << 24) | ((uint32_t)r->p[1] << 16) |
-         ((uint32_t)r->p[2] << 8) | r->p[3];
-    r->p += 4;
-    r->n -= 4;
-    return true;
-}
-
-static bool rd_bytes(struct rd *r, const uint8_t **s, size_t len)
-{
-    if (r->n < len)
-        return false;
-    *s = r->p;
-    r->p += len;
-    r->n -= len;
-    return true;
-}
-
-static bool rd_str16(struct rd *r, struct principal_span *s)
-{
-    return rd_u16(r, &s->len) && rd_bytes(r, &s->p, s->len);
+    return wire_get_str16(c, &s->p, &s->len);
 }
 
 static int hexval(int c)
@@ -225,7 +181,7 @@ static int check_scope(const struct principal_span *s, const char **msg)
 int principal_decode_set(const void *name, size_t nlen, const void *value, size_t vlen,
                          struct principal_def *def, const char **msg)
 {
-    struct rd r = {value, vlen};
+    struct wire_cur r = {value, vlen};
     struct principal_span fp;
     int rc;
 
@@ -234,27 +190,27 @@ int principal_decode_set(const void *name, size_t nlen, const void *value, size_
         return rc;
     def->name.p = name;
     def->name.len = (uint16_t)nlen;
-    if (!rd_u8(&r, &def->roles))
+    if (wire_get_u8(&r, &def->roles) < 0)
         FAIL(-EINVAL, "truncated roles");
     if (def->roles == 0 || (def->roles & ~PRINCIPAL_ROLES_ALL))
         FAIL(-EINVAL, "roles must be a nonzero mask of bits 0..4");
-    if (!rd_str16(&r, &def->secret))
+    if (get_span(&r, &def->secret) < 0)
         FAIL(-EINVAL, "truncated secret");
     if (def->secret.len > PRINCIPAL_SECRET_MAX)
         FAIL(-E2BIG, "secret longer than 1024 bytes");
-    if (!rd_str16(&r, &fp))
+    if (get_span(&r, &fp) < 0)
         FAIL(-EINVAL, "truncated certificate fingerprint");
     if (fp.len) {
         if (!parse_fp(fp.p, fp.len, def->fp))
             FAIL(-EINVAL, "fingerprint must be 64 hex digits (SHA-256)");
         def->has_fp = true;
     }
-    if (!rd_u16(&r, &def->nscopes))
+    if (wire_get_u16(&r, &def->nscopes) < 0)
         FAIL(-EINVAL, "truncated scope count");
     if (def->nscopes > PRINCIPAL_MAX_SCOPES)
         FAIL(-E2BIG, "more than 256 scopes");
     for (uint16_t i = 0; i < def->nscopes; i++) {
-        if (!rd_str16(&r, &def->scopes[i]))
+        if (get_span(&r, &def->scopes[i]) < 0)
             FAIL(-EINVAL, "truncated scope");
         if ((rc = check_scope(&def->scopes[i], msg)) < 0)
             return rc;
@@ -570,13 +526,13 @@ static int encode_del(struct buf *b, const void *name, size_t len)
 static int aux_apply(void *ctx, const void *data, size_t n, uint64_t lsn)
 {
     principal_reg_t *reg = ctx;
-    struct rd r = {data, n};
+    struct wire_cur r = {data, n};
     uint8_t ver, op;
     struct principal_span name;
     (void)lsn;
 
-    if (!rd_u8(&r, &ver) || ver != REC_VERSION || !rd_u8(&r, &op) || !rd_str16(&r, &name) ||
-        name.len == 0 || name.len > PRINCIPAL_NAME_MAX)
+    if (wire_get_u8(&r, &ver) < 0 || ver != REC_VERSION || wire_get_u8(&r, &op) < 0 ||
+        get_span(&r, &name) < 0 || name.len == 0 || name.len > PRINCIPAL_NAME_MAX)
         return -EINVAL;
     if (op == REC_DEL) {
         if (r.n)
@@ -592,12 +548,14 @@ static int aux_apply(void *ctx, const void *data, size_t n, uint64_t lsn)
     const uint8_t *salt, *hash, *fp;
     uint16_t ns;
     struct principal_span scopes[PRINCIPAL_MAX_SCOPES];
-    if (!rd_u8(&r, &roles) || !rd_u8(&r, &flags) || !rd_u32(&r, &iters) ||
-        !rd_bytes(&r, &salt, PRINCIPAL_SALT_LEN) || !rd_bytes(&r, &hash, PRINCIPAL_HASH_LEN) ||
-        !rd_bytes(&r, &fp, PRINCIPAL_FP_LEN) || !rd_u16(&r, &ns) || ns > PRINCIPAL_MAX_SCOPES)
+    if (wire_get_u8(&r, &roles) < 0 || wire_get_u8(&r, &flags) < 0 ||
+        wire_get_u32(&r, &iters) < 0 || wire_get_bytes(&r, &salt, PRINCIPAL_SALT_LEN) < 0 ||
+        wire_get_bytes(&r, &hash, PRINCIPAL_HASH_LEN) < 0 ||
+        wire_get_bytes(&r, &fp, PRINCIPAL_FP_LEN) < 0 || wire_get_u16(&r, &ns) < 0 ||
+        ns > PRINCIPAL_MAX_SCOPES)
         return -EINVAL;
     for (uint16_t i = 0; i < ns; i++)
-        if (!rd_str16(&r, &scopes[i]))
+        if (get_span(&r, &scopes[i]) < 0)
             return -EINVAL;
     if (r.n)
         return -EINVAL;

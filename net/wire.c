@@ -60,56 +60,6 @@ int wire_parse(const uint8_t *p, size_t n, unsigned accept, struct wire_frame *f
     return (int)f->frame_len;
 }
 
-/* --- cursor --------------------------------------------------------------- */
-
-int wire_get_u8(struct wire_cur *c, uint8_t *v)
-{
-    if (c->n < 1)
-        return -EINVAL;
-    *v = c->p[0];
-    c->p++, c->n--;
-    return 0;
-}
-
-int wire_get_u16(struct wire_cur *c, uint16_t *v)
-{
-    if (c->n < 2)
-        return -EINVAL;
-    *v = wire_be16(c->p);
-    c->p += 2, c->n -= 2;
-    return 0;
-}
-
-int wire_get_u32(struct wire_cur *c, uint32_t *v)
-{
-    if (c->n < 4)
-        return -EINVAL;
-    *v = wire_be32(c->p);
-    c->p += 4, c->n -= 4;
-    return 0;
-}
-
-int wire_get_u64(struct wire_cur *c, uint64_t *v)
-{
-    if (c->n < 8)
-        return -EINVAL;
-    *v = wire_be64(c->p);
-    c->p += 8, c->n -= 8;
-    return 0;
-}
-
-int wire_get_str16(struct wire_cur *c, const uint8_t **s, uint16_t *len)
-{
-    if (c->n < 2)
-        return -EINVAL;
-    uint16_t l = wire_be16(c->p);
-    if ((size_t)l > c->n - 2)
-        return -EINVAL;
-    *s = c->p + 2;
-    *len = l;
-    c->p += 2 + (size_t)l, c->n -= 2 + (size_t)l;
-    return 0;
-}
 
 /* --- field checks ----------------------------------------------------------- */
 

@@ -19,6 +19,7 @@
 #ifndef ICS_NET_WIRE_H
 #define ICS_NET_WIRE_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -163,11 +164,57 @@ static inline uint64_t wire_be64(const uint8_t *p)
 /* A cursor over a value for str16 fields: wire_get_str16 returns 0 or
  * -EINVAL when the field overruns its container. */
 struct wire_cur { const uint8_t *p; size_t n; };
-int wire_get_str16(struct wire_cur *c, const uint8_t **s, uint16_t *len);
-int wire_get_u8(struct wire_cur *c, uint8_t *v);
-int wire_get_u16(struct wire_cur *c, uint16_t *v);
-int wire_get_u32(struct wire_cur *c, uint32_t *v);
-int wire_get_u64(struct wire_cur *c, uint64_t *v);
+/* Inline: prefs_allows walks a blob with these on every tpsp inquiry. */
+static inline int wire_get_bytes(struct wire_cur *c, const uint8_t **s, size_t len)
+{
+    if (c->n < len)
+        return -EINVAL;
+    *s = c->p;
+    c->p += len, c->n -= len;
+    return 0;
+}
+static inline int wire_get_u8(struct wire_cur *c, uint8_t *v)
+{
+    if (c->n < 1)
+        return -EINVAL;
+    *v = c->p[0];
+    c->p++, c->n--;
+    return 0;
+}
+static inline int wire_get_u16(struct wire_cur *c, uint16_t *v)
+{
+    if (c->n < 2)
+        return -EINVAL;
+    *v = wire_be16(c->p);
+    c->p += 2, c->n -= 2;
+    return 0;
+}
+static inline int wire_get_u32(struct wire_cur *c, uint32_t *v)
+{
+    if (c->n < 4)
+        return -EINVAL;
+    *v = wire_be32(c->p);
+    c->p += 4, c->n -= 4;
+    return 0;
+}
+static inline int wire_get_u64(struct wire_cur *c, uint64_t *v)
+{
+    if (c->n < 8)
+        return -EINVAL;
+    *v = wire_be64(c->p);
+    c->p += 8, c->n -= 8;
+    return 0;
+}
+/* On error the cursor stays where it was. */
+static inline int wire_get_str16(struct wire_cur *c, const uint8_t **s, uint16_t *len)
+{
+    if (c->n < 2 || (size_t)wire_be16(c->p) > c->n - 2)
+        return -EINVAL;
+    *len = wire_be16(c->p);
+    *s = c->p + 2;
+    c->p += 2 + (size_t)*len, c->n -= 2 + (size_t)*len;
+    return 0;
+}
 
 #ifdef __cplusplus
 }
