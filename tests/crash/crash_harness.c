@@ -16,6 +16,13 @@
  *   demap issued, not acknowledged -> both rows or none (never one)
  *   map acknowledged              -> that row present
  *   never issued                  -> absent (any row found must be issued)
+ * and every device's history (the writer keeps 16 entries a device, so a
+ * demapped device stays as a record without rows; snapshots come every
+ * 48 KiB of log and delete the segments before them) must be exactly what
+ * its rows say happened, newest first, each entry once:
+ *   rows /0 and /1 -> map /1, map /0;  row /0 only -> map /0;
+ *   no rows        -> demap /1, demap /0, map /1, map /0, or nothing at all
+ *                     (its first map never became durable).
  * At least 45 kills, bounded to ~60 s (ICS_LONG=1: 300 kills). Prints a
  * report: kills, acknowledged changes checked, lost (must be 0).
  */
@@ -118,6 +125,31 @@ static int row_cb(void *arg, const struct engine_row *r)
         *mask |= r->uti[r->uti_len - 1] == '0' ? 1 : 2;
     return 0;
 }
+/* A device's history as "M0 M1 D0 ...", newest first. */
+struct hctx { char s[64]; size_t n; };
+static int hist_cb(void *arg, const struct engine_hist *h)
+{
+    struct hctx *c = arg;
+    char k = h->uti_len >= 2 && h->uti[h->uti_len - 2] == '/' ? (char)h->uti[h->uti_len - 1]
+                                                               : '?';
+    char ev = h->event == ENGINE_H_MAP ? 'M' : h->event == ENGINE_H_DEMAP ? 'D' : '?';
+    if (h->principal_len != 5 || memcmp(h->principal, "crash", 5))
+        ev = '?';
+    if (c->n + 4 < sizeof(c->s))
+        c->n += (size_t)snprintf(c->s + c->n, sizeof(c->s) - c->n, "%s%c%c", c->n ? " " : "",
+                                 ev, k);
+    return 0;
+}
+static int history_ok(const char *hist, int mask)
+{
+    if (mask == 3)
+        return !strcmp(hist, "M1 M0");
+    if (mask == 1)
+        return !strcmp(hist, "M0");
+    if (mask == 0)
+        return !strcmp(hist, "D1 D0 M1 M0") || !strcmp(hist, "");
+    return 0;
+}
 struct orphan_ctx { uint64_t rows, orphans; };
 static int all_cb(void *arg, const struct engine_row *r)
 {
@@ -133,10 +165,12 @@ static int all_cb(void *arg, const struct engine_row *r)
 }
 
 static void verify(const char *dir, uint64_t *checked, uint64_t *lost, uint64_t *half,
-                   uint64_t *orphans)
+                   uint64_t *orphans, uint64_t *hchecked, uint64_t *hbad)
 {
     engine_t *e;
-    struct engine_config ec = {.initial_devices = 16}; /* see tests/unit/persist/ptest.h */
+    /* initial_devices: see tests/unit/persist/ptest.h; history_len as the
+     * writer's. */
+    struct engine_config ec = {.initial_devices = 16, .history_len = 16};
     CHECK(engine_create(&e, &ec) == 0);
     store_t *s;
     char err[512];
@@ -151,6 +185,18 @@ static void verify(const char *dir, uint64_t *checked, uint64_t *lost, uint64_t 
         struct dev *d = &devs[i];
         int mask = 0;
         engine_inquire_device(e, d->name, strlen(d->name), row_cb, &mask, NULL);
+        struct hctx hc = {.n = 0};
+        hc.s[0] = 0;
+        engine_history_get(e, d->name, strlen(d->name), 16, hist_cb, &hc);
+        ++*hchecked;
+        if (!history_ok(hc.s, mask)) {
+            ++*hbad;
+            fprintf(stderr, "HISTORY: %s (rows %d) has \"%s\"\n", d->name, mask, hc.s);
+        }
+        if ((d->f & AD) && !hc.n) {
+            ++*hbad; /* an acknowledged demap's record and entries are durable */
+            fprintf(stderr, "HISTORY: %s: acknowledged demap, no history\n", d->name);
+        }
         if (d->f & AD) {
             ++*checked;
             if (mask) {
@@ -207,7 +253,7 @@ int main(int argc, char **argv)
     CHECK(mkdtemp(dir));
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     uint64_t t0 = mono_ms(), kills = 0, aborts = 0, checked = 0, lost = 0, half = 0,
-             orphans = 0, rounds = 0;
+             orphans = 0, rounds = 0, hchecked = 0, hbad = 0;
     for (int round = 0;; round++) {
         if (mono_ms() - t0 > budget_ms && round >= 1)
             break;
@@ -287,21 +333,23 @@ int main(int argc, char **argv)
             fprintf(stderr, "crash_harness: writer ended unexpectedly (status 0x%x)\n", st);
             return 1;
         }
-        verify(dir, &checked, &lost, &half, &orphans);
+        verify(dir, &checked, &lost, &half, &orphans, &hchecked, &hbad);
         rounds++;
         if (kills + aborts >= (uint64_t)min_kills)
             break;
     }
     printf("crash report: %llu rounds, %llu SIGKILLs, %llu crash-point aborts, "
            "%llu acknowledged changes issued, %llu acknowledged states checked, "
-           "lost %llu, half-applied %llu, rows never issued %llu, %llu devices, %llu ms\n",
+           "lost %llu, half-applied %llu, rows never issued %llu, %llu devices, %llu ms, "
+           "%llu histories checked, %llu wrong\n",
            (unsigned long long)rounds, (unsigned long long)kills, (unsigned long long)aborts,
            (unsigned long long)acked_total, (unsigned long long)checked,
            (unsigned long long)lost, (unsigned long long)half, (unsigned long long)orphans,
-           (unsigned long long)ndevs, (unsigned long long)(mono_ms() - t0));
+           (unsigned long long)ndevs, (unsigned long long)(mono_ms() - t0),
+           (unsigned long long)hchecked, (unsigned long long)hbad);
     char cmd[400];
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    if (lost || half || orphans) {
+    if (lost || half || orphans || hbad) {
         fprintf(stderr, "crash_harness: FAILED, data directory kept: %s\n", dir);
         return 1;
     }

@@ -110,7 +110,9 @@ int main(int argc, char **argv)
     int threads = argc > 3 ? atoi(argv[3]) : 4;
     engine_t *e;
     /* Presized, as a deployment would be: shrinks and regrowth happen here. */
-    struct engine_config ec = {.initial_devices = 4096};
+    /* History kept, as the server does by default: a demapped device stays
+     * as a record without rows, which snapshots must carry. */
+    struct engine_config ec = {.initial_devices = 4096, .history_len = 16};
     if (engine_create(&e, &ec) < 0)
         return 5;
     /* relaxed: acknowledged once written, so a killed process (not a lost
