@@ -22,12 +22,12 @@
  *                                  full handshake before the clock starts
  * One thread, one ring: pin it with taskset (bench/net/run.sh does).
  *
- * TLS runs BoringSSL over two memory BIOs per connection, so the io_uring
+ * TLS runs BoringSSL over a BIO of our own per connection, so the io_uring
  * loop moves ciphertext exactly as it moves plaintext without TLS: a recv
- * completion is fed to the read BIO and decrypted; requests are encrypted
+ * completion is queued to the BIO and decrypted; requests are encrypted
  * once per burst (one SSL_write for everything a completion made room
- * for, as a pipelining client would) and the write BIO drained into the
- * send buffer. The client's own crypto runs on its core, not the server's.
+ * for, as a pipelining client would) straight into the send queue. The
+ * client's own crypto runs on its core, not the server's.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -205,8 +205,13 @@ static void put_request(struct buf *b, int is_write, uint32_t opaque)
 /* --- channels: one socket, with or without TLS --------------------------------------------- */
 struct chan {
     int fd;
-    SSL *ssl;      /* NULL: plaintext */
-    BIO *rb, *wb;  /* memory BIOs owned by ssl: ciphertext from / for the socket */
+    SSL *ssl;             /* NULL: plaintext */
+    /* The BIO under ssl (bio_read / bio_write below): ciphertext received
+     * waits in inq from inoff on; ciphertext BoringSSL writes is appended
+     * to *wout, the caller's send queue (own during setup). */
+    struct buf inq, own;
+    size_t inoff;
+    struct buf *wout;
 };
 
 static void die_tls(const char *what)
@@ -216,12 +221,58 @@ static void die_tls(const char *what)
     exit(1);
 }
 
+/* A BIO over struct chan instead of BoringSSL's memory BIO: that one moves
+ * its remaining bytes down on every read and copies itself on every growth
+ * (its realloc is malloc + copy), which at 50 KB bursts cost the client
+ * more than the crypto. Here reads advance an offset, and the queue is
+ * emptied only once drained. */
+static int bio_read(BIO *b, char *out, int len)
+{
+    struct chan *ch = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    size_t avail = ch->inq.len - ch->inoff;
+    if (avail == 0) {
+        BIO_set_retry_read(b);
+        return -1;
+    }
+    size_t n = (size_t)len < avail ? (size_t)len : avail;
+    memcpy(out, ch->inq.p + ch->inoff, n);
+    ch->inoff += n;
+    if (ch->inoff == ch->inq.len) {
+        buf_reset(&ch->inq);
+        ch->inoff = 0;
+    }
+    return (int)n;
+}
+
+static int bio_write(BIO *b, const char *in, int len)
+{
+    struct chan *ch = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len > 0 && buf_append(ch->wout, in, (size_t)len) < 0)
+        return -1;
+    return len;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    return cmd == BIO_CTRL_FLUSH; /* writes are queued at once */
+}
+
+static BIO_METHOD *bio_method;
+
 static void tls_init(void)
 {
     if (!o.cert || !o.key || !o.ca) {
         fprintf(stderr, "loadgen: --tls needs --cert, --key and --ca\n");
         exit(2);
     }
+    bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "loadgen");
+    if (!bio_method)
+        die_tls("BIO_meth_new failed");
+    BIO_meth_set_read(bio_method, bio_read);
+    BIO_meth_set_write(bio_method, bio_write);
+    BIO_meth_set_ctrl(bio_method, bio_ctrl);
     tls_ctx = SSL_CTX_new(TLS_method());
     if (!tls_ctx)
         die_tls("SSL_CTX_new failed");
@@ -240,27 +291,13 @@ static void tls_init(void)
     SSL_CTX_set_session_cache_mode(tls_ctx, SSL_SESS_CACHE_OFF);
 }
 
-/* Moves the ciphertext BoringSSL wrote into the write BIO to out. */
-static void tls_drain(struct chan *ch, struct buf *out)
-{
-    const uint8_t *p;
-    size_t n;
-    if (!BIO_mem_contents(ch->wb, &p, &n))
-        die_tls("BIO_mem_contents failed");
-    if (!n)
-        return;
-    if (buf_append(out, p, n) < 0) {
-        fprintf(stderr, "loadgen: out of memory\n");
-        exit(1);
-    }
-    BIO_reset(ch->wb);
-}
-
 /* Ciphertext received from the socket, for SSL_read / the handshake. */
 static void tls_take(struct chan *ch, const uint8_t *p, size_t n)
 {
-    if (BIO_write(ch->rb, p, (int)n) != (int)n)
-        die_tls("BIO_write failed");
+    if (buf_append(&ch->inq, p, n) < 0) {
+        fprintf(stderr, "loadgen: out of memory\n");
+        exit(1);
+    }
 }
 
 static void send_all(int fd, const uint8_t *p, size_t n)
@@ -278,14 +315,13 @@ static void send_all(int fd, const uint8_t *p, size_t n)
     }
 }
 
+/* Setup only (wout == &own): sends what BoringSSL queued. */
 static void chan_flush(struct chan *ch)
 {
-    if (!ch->ssl)
+    if (!ch->ssl || !ch->own.len)
         return;
-    struct buf b = BUF_INIT;
-    tls_drain(ch, &b);
-    send_all(ch->fd, b.p, b.len);
-    buf_free(&b);
+    send_all(ch->fd, ch->own.p, ch->own.len);
+    buf_reset(&ch->own);
 }
 
 /* Blocking, for setup (SASL, preload): every byte, encrypted with TLS. */
@@ -325,11 +361,13 @@ static ssize_t chan_recv(struct chan *ch, void *out, size_t cap)
 static void tls_handshake(struct chan *ch)
 {
     ch->ssl = SSL_new(tls_ctx);
-    ch->rb = BIO_new(BIO_s_mem());
-    ch->wb = BIO_new(BIO_s_mem());
-    if (!ch->ssl || !ch->rb || !ch->wb)
+    BIO *bio = BIO_new(bio_method);
+    if (!ch->ssl || !bio)
         die_tls("out of memory");
-    SSL_set_bio(ch->ssl, ch->rb, ch->wb); /* ssl owns both now */
+    BIO_set_data(bio, ch);
+    BIO_set_init(bio, 1);
+    ch->wout = &ch->own;
+    SSL_set_bio(ch->ssl, bio, bio); /* one reference, used both ways */
     SSL_set_connect_state(ch->ssl);
     /* The server certificate must name what we dial (mkcerts.sh puts
      * localhost, 127.0.0.1 and ::1 in it). */
@@ -354,7 +392,7 @@ static void tls_handshake(struct chan *ch)
     }
 }
 
-static struct chan dial(void)
+static struct chan *dial(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
@@ -370,16 +408,22 @@ static struct chan dial(void)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct chan ch = {fd, NULL, NULL, NULL};
+    struct chan *ch = calloc(1, sizeof *ch); /* the BIO points at it: it must not move */
+    if (!ch)
+        exit(1);
+    ch->fd = fd;
     if (o.tls)
-        tls_handshake(&ch);
+        tls_handshake(ch);
     return ch;
 }
 
 static void chan_close(struct chan *ch)
 {
-    SSL_free(ch->ssl); /* and both BIOs */
+    SSL_free(ch->ssl); /* and its BIO */
     close(ch->fd);
+    buf_free(&ch->inq);
+    buf_free(&ch->own);
+    free(ch);
 }
 
 static int read_frame(struct chan *ch, struct buf *in, struct wire_frame *f)
@@ -419,8 +463,8 @@ static void sasl(struct chan *ch)
 
 static void preload(void)
 {
-    struct chan ch = dial();
-    sasl(&ch);
+    struct chan *ch = dial();
+    sasl(ch);
     struct buf b = BUF_INIT, in = BUF_INIT, v = BUF_INIT;
     const uint32_t window = 256;
     uint32_t sent = 0, got = 0, total = o.preload * o.rows;
@@ -448,9 +492,9 @@ static void preload(void)
             sent++;
         }
         if (b.len)
-            chan_send(&ch, b.p, b.len);
+            chan_send(ch, b.p, b.len);
         struct wire_frame f;
-        int rc = read_frame(&ch, &in, &f);
+        int rc = read_frame(ch, &in, &f);
         if (rc < 0) {
             fprintf(stderr, "loadgen: preload: connection lost\n");
             exit(1);
@@ -464,7 +508,7 @@ static void preload(void)
     }
     fprintf(stderr, "loadgen: preloaded %u rows in %.2f s\n", total,
             (double)(now_ns() - t0) / 1e9);
-    chan_close(&ch);
+    chan_close(ch);
     buf_free(&b);
     buf_free(&in);
     buf_free(&v);
@@ -472,7 +516,7 @@ static void preload(void)
 
 /* --- the run ------------------------------------------------------------------------ */
 struct lconn {
-    struct chan ch;
+    struct chan *ch;
     /* out: bytes queued to send (ciphertext with TLS); tx: the bytes of the
      * send in flight, never touched until it completes, so that queueing
      * more (which may move out's memory) cannot pull them from under the
@@ -513,10 +557,9 @@ static void queue_requests(struct lconn *c, unsigned k, uint64_t t)
         c->inflight++;
     }
     if (o.tls && c->plain.len) {
-        if (SSL_write(c->ch.ssl, c->plain.p, (int)c->plain.len) != (int)c->plain.len)
+        if (SSL_write(c->ch->ssl, c->plain.p, (int)c->plain.len) != (int)c->plain.len)
             die_tls("SSL_write failed");
-        buf_reset(&c->plain);
-        tls_drain(&c->ch, &c->out);
+        buf_reset(&c->plain); /* the records went straight to c->out (wout) */
     }
 }
 
@@ -534,7 +577,7 @@ static void send_more(struct lconn *c, int i)
         c->txoff = 0;
     }
     struct io_uring_sqe *sqe = sqe_get();
-    io_uring_prep_send(sqe, c->ch.fd, c->tx.p + c->txoff, c->tx.len - c->txoff, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, c->ch->fd, c->tx.p + c->txoff, c->tx.len - c->txoff, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, (uint64_t)i << 1);
     c->sending = 1;
 }
@@ -542,7 +585,7 @@ static void send_more(struct lconn *c, int i)
 static void arm_recv(struct lconn *c, int i)
 {
     struct io_uring_sqe *sqe = sqe_get();
-    io_uring_prep_recv(sqe, c->ch.fd, c->rbuf, sizeof c->rbuf, 0);
+    io_uring_prep_recv(sqe, c->ch->fd, c->rbuf, sizeof c->rbuf, 0);
     io_uring_sqe_set_data64(sqe, (uint64_t)i << 1 | 1);
 }
 
@@ -553,22 +596,21 @@ static void take_input(struct lconn *c, size_t n)
         buf_append(&c->in, c->rbuf, n);
         return;
     }
-    tls_take(&c->ch, c->rbuf, n);
+    tls_take(c->ch, c->rbuf, n);
     for (;;) {
         if (buf_reserve(&c->in, 16384) < 0) {
             fprintf(stderr, "loadgen: out of memory\n");
             exit(1);
         }
-        int r = SSL_read(c->ch.ssl, c->in.p + c->in.len, 16384);
+        int r = SSL_read(c->ch->ssl, c->in.p + c->in.len, 16384);
         if (r > 0) {
             c->in.len += (size_t)r;
             continue;
         }
-        if (SSL_get_error(c->ch.ssl, r) != SSL_ERROR_WANT_READ)
+        if (SSL_get_error(c->ch->ssl, r) != SSL_ERROR_WANT_READ)
             die_tls("TLS connection failed (certificate refused, or closed by the server)");
         break;
-    }
-    tls_drain(&c->ch, &c->out); /* anything the reads owe the server */
+    } /* anything the reads owe the server (a KeyUpdate answer) is in c->out */
 }
 
 static void cpu_ticks(uint64_t *t)
@@ -669,7 +711,10 @@ int main(int argc, char **argv)
         return 1;
     for (int i = 0; i < o.conns; i++) {
         cs[i].ch = dial();
-        sasl(&cs[i].ch);
+        sasl(cs[i].ch);
+        /* From now on BoringSSL writes straight into the send queue. Setup
+         * left nothing unsent (chan_flush after every write). */
+        cs[i].ch->wout = &cs[i].out;
         cs[i].sent_at = calloc((size_t)o.depth, sizeof(uint64_t));
     }
     uint64_t ops = 0, errors = 0, c0, c1;
@@ -745,9 +790,19 @@ int main(int argc, char **argv)
            o.label, (unsigned long long)ops, (unsigned long long)errors, secs,
            (double)ops / secs, hpct(0.50) / 1000.0, hpct(0.99) / 1000.0, hpct(0.999) / 1000.0,
            ops ? cpu_us / (double)ops : 0.0);
-    for (int i = 0; i < o.conns; i++)
-        chan_close(&cs[i].ch);
+    for (int i = 0; i < o.conns; i++) {
+        struct lconn *c = &cs[i];
+        chan_close(c->ch);
+        buf_free(&c->out);
+        buf_free(&c->tx);
+        buf_free(&c->in);
+        buf_free(&c->plain);
+        free(c->sent_at);
+    }
+    free(cs);
+    free(zcdf);
     io_uring_queue_exit(&ring);
     SSL_CTX_free(tls_ctx);
+    BIO_meth_free(bio_method);
     return errors && o.op != OP_MIX ? 3 : 0;
 }
