@@ -14,10 +14,17 @@
 int wire_parse_header(const uint8_t *p, size_t n, unsigned accept, uint32_t max_body,
                       struct wire_frame *f)
 {
-    if (n < WIRE_HDR_LEN)
+    if (n == 0)
         return 0;
     memset(f, 0, sizeof *f);
     f->magic = p[0];
+    /* A wrong magic is known from the first byte: refuse it now rather
+     * than wait for a header that an ASCII client ("version\r\n") may
+     * never complete, so it gets an answer instead of a timeout. */
+    if (f->magic < 0x80 || f->magic > 0x82 || !(accept & (1u << (f->magic - 0x80))))
+        return -EPROTO;
+    if (n < WIRE_HDR_LEN)
+        return 0;
     f->opcode = p[1];
     f->keylen = wire_be16(p + 2);
     f->extlen = p[4];
@@ -27,8 +34,6 @@ int wire_parse_header(const uint8_t *p, size_t n, unsigned accept, uint32_t max_
     f->opaque = wire_be32(p + 12);
     f->cas = wire_be64(p + 16);
     f->frame_len = (size_t)WIRE_HDR_LEN + f->bodylen;
-    if (f->magic < 0x80 || f->magic > 0x82 || !(accept & (1u << (f->magic - 0x80))))
-        return -EPROTO;
     if (f->bodylen > max_body)
         return -EMSGSIZE;
     return 0;
@@ -36,12 +41,10 @@ int wire_parse_header(const uint8_t *p, size_t n, unsigned accept, uint32_t max_
 
 int wire_parse(const uint8_t *p, size_t n, unsigned accept, struct wire_frame *f)
 {
-    if (n < WIRE_HDR_LEN)
-        return 0;
     int rc = wire_parse_header(p, n, accept, WIRE_MAX_BODY, f);
     if (rc < 0)
         return rc;
-    if (n < f->frame_len)
+    if (n < WIRE_HDR_LEN || n < f->frame_len)
         return 0;
     const uint8_t *body = p + WIRE_HDR_LEN;
     if ((uint32_t)f->extlen + f->keylen > f->bodylen) {

@@ -81,7 +81,8 @@ struct wire_frame {
     size_t frame_len;             /* WIRE_HDR_LEN + bodylen */
 };
 
-/* Reads only the 24-byte header (n >= WIRE_HDR_LEN). Fills f's header
+/* Reads only the 24-byte header. With n < WIRE_HDR_LEN it checks just the
+ * magic (0, or -EPROTO at once) and sets only f->magic. Fills f's header
  * fields and frame_len. 0, -EPROTO (magic not in accept: a bitmask of
  * 1 << (magic - 0x80)) or -EMSGSIZE (bodylen > max_body). */
 int wire_parse_header(const uint8_t *p, size_t n, unsigned accept, uint32_t max_body,

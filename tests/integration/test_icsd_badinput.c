@@ -56,6 +56,14 @@ static void test_framing_errors(void)
     CHECK(r.value_len > 0);
     CHECK(itest_closed(fd, 3000));
     close(fd);
+    /* An ASCII memcached command, shorter than a header: refused at once
+     * (the client gets an answer and a close, not a timeout). */
+    fd = itest_connect(&srv);
+    CHECK_EQ(itest_send(fd, "version\r\n", 9), 0);
+    CHECK_EQ(itest_read(fd, &r), 0);
+    CHECK_EQ(r.status, WIRE_S_EINVAL);
+    CHECK(itest_closed(fd, 3000));
+    close(fd);
     /* A response magic from a client is wrong too. */
     fd = itest_connect(&srv);
     hdr(h, 0x81, WIRE_OP_NOOP, 0, 0, 0);

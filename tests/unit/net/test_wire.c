@@ -64,7 +64,14 @@ static void test_framing(void)
     CHECK_EQ(wire_parse_request(b.p, b.len, &f), -EPROTO);
     b.p[0] = 0x00;
     CHECK_EQ(wire_parse_request(b.p, 24, &f), -EPROTO);
+    /* Known from the first byte, before a whole header is in: an ASCII
+     * client is refused at once, a good magic waits for more. */
+    CHECK_EQ(wire_parse_request((const uint8_t *)"v", 1, &f), -EPROTO);
+    CHECK_EQ(wire_parse_request((const uint8_t *)"version\r\n", 9, &f), -EPROTO);
     b.p[0] = 0x80;
+    CHECK_EQ(wire_parse_request(b.p, 1, &f), 0);
+    CHECK_EQ(wire_parse_request(b.p, 23, &f), 0);
+    CHECK_EQ(wire_parse_request(b.p, 0, &f), 0);
 
     /* Data type and reserved must be 0; the frame stays skippable. */
     b.p[5] = 1;
