@@ -12,8 +12,14 @@
  *       and UTIs, 28-byte URIs) and a WAL tail of T more maps; with --redis
  *       prints the same rows on stdout as Redis commands in RESP (a HASH per
  *       device, a STRING per binding) for redis-cli --pipe
- *   bench_persist recover  --dir D
- *       recovers D into a fresh engine: rows/s, snapshot bytes/row
+ *   bench_persist recover  --dir D [--hist N]
+ *       recovers D into a fresh engine (history_len N, default 0): rows/s,
+ *       snapshot bytes/row
+ *   bench_persist history  --dir D --rows R [--rpd K] [--hist N]
+ *       what history costs a snapshot: R rows mapped through a real store
+ *       with history_len N (default 16; 0 for the same without), every
+ *       tenth device then demapped (a record without rows), a store
+ *       snapshot, then recovery into a fresh engine: bytes/row, rows/s
  * Every figure is printed as "key=value" on one line.
  */
 #include <errno.h>
@@ -35,6 +41,7 @@ static const char *dir;
 static double seconds = 5;
 static int writers = 1, relaxed, rpd = 2, redis;
 static uint64_t rows = 100000, tail = 10000, initial;
+static int hist_len = -1; /* --hist: history = 16, recover = 0 when not given */
 
 static double now_s(void)
 {
@@ -269,7 +276,8 @@ static int cmd_recover(void)
 {
     engine_t *e;
     /* The capacity hint a deployment gives (--initial), as icsd would. */
-    struct engine_config ec = {.initial_devices = initial ? initial : 16};
+    struct engine_config ec = {.initial_devices = initial ? initial : 16,
+                               .history_len = hist_len > 0 ? (uint32_t)hist_len : 0};
     if (engine_create(&e, &ec) < 0)
         die("engine", "create");
     char err[512];
@@ -292,6 +300,83 @@ static int cmd_recover(void)
     return 0;
 }
 
+/* --- history ---------------------------------------------------------------- */
+static int cmd_history(void)
+{
+    engine_t *e;
+    if (hist_len < 0)
+        hist_len = 16;
+    struct engine_config ec = {.initial_devices = rows / (uint64_t)rpd + 16,
+                               .history_len = (uint32_t)hist_len};
+    if (engine_create(&e, &ec) < 0)
+        die("engine", "create");
+    char err[512];
+    struct store_config cfg = {.dir = dir, .durability = STORE_RELAXED,
+                               .snapshot_log_bytes = 1ull << 40};
+    if (store_open(&S, e, &cfg, err, sizeof(err)) < 0 || store_recover(S, err, sizeof(err)) < 0)
+        die("store", err);
+    if (store_start(S) < 0)
+        die("store", "start");
+    char dev[40], uti[40], uri[40];
+    for (uint64_t i = 0; i < rows; i++) {
+        id36(dev, 'd', i / (uint64_t)rpd);
+        id36(uti, 'u', i);
+        uri28(uri, i * 7);
+        struct engine_map_req rq = {dev, 36, uri, 28, uti, 36, "provider-007", 12, 0, 0};
+        if (store_map(S, &rq, "bench", 5, tail_done, NULL) < 0)
+            die("map", "refused");
+    }
+    uint64_t ndev = rows / (uint64_t)rpd, gone = 0;
+    for (uint64_t d = 0; d < ndev; d += 10) {
+        id36(dev, 'd', d);
+        int r = store_demap_device(S, dev, 36, "bench", 5, tail_done, NULL);
+        if (r < 0)
+            die("demap", strerror(-r));
+        gone += (uint64_t)r;
+    }
+    struct one o = {.done = 0};
+    pthread_mutex_init(&o.mu, NULL);
+    pthread_cond_init(&o.cv, NULL);
+    double t0 = now_s();
+    if (store_snapshot(S, one_done, &o) < 0)
+        die("snapshot", "refused");
+    pthread_mutex_lock(&o.mu);
+    while (!o.done)
+        pthread_cond_wait(&o.cv, &o.mu);
+    pthread_mutex_unlock(&o.mu);
+    double ts = now_s() - t0;
+    if (o.status)
+        die("snapshot", strerror(-o.status));
+    struct store_stats st;
+    store_stats(S, &st);
+    struct engine_stats es;
+    engine_stats(e, &es);
+    store_close(S);
+    engine_destroy(e);
+    /* Recovery reads the snapshot only: its log is all covered. */
+    if (engine_create(&e, &ec) < 0)
+        die("engine", "create");
+    t0 = now_s();
+    if (store_open(&S, e, &cfg, err, sizeof(err)) < 0 || store_recover(S, err, sizeof(err)) < 0)
+        die("recover", err);
+    double tr = now_s() - t0;
+    struct engine_stats es2;
+    engine_stats(e, &es2);
+    if (es2.rows != es.rows || es2.devices != es.devices)
+        die("recover", "rows or devices differ");
+    printf("history history_len=%u rows=%llu devices=%llu rowless_devices=%llu "
+           "snapshot_bytes=%llu snapshot_bytes_per_row=%.1f snapshot_s=%.2f "
+           "recover_s=%.3f recover_rows_per_s=%.0f\n", (unsigned)hist_len,
+           (unsigned long long)es.rows, (unsigned long long)es.devices,
+           (unsigned long long)(hist_len ? ndev / 10 + (ndev % 10 != 0) : 0),
+           (unsigned long long)st.snapshot_bytes,
+           (double)st.snapshot_bytes / (double)es.rows, ts, tr, (double)es.rows / tr);
+    (void)gone;
+    store_close(S);
+    engine_destroy(e);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -304,6 +389,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--tail") && i + 1 < argc) tail = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--rpd") && i + 1 < argc) rpd = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--initial") && i + 1 < argc) initial = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--hist") && i + 1 < argc) hist_len = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--relaxed")) relaxed = 1;
         else if (!strcmp(argv[i], "--redis")) redis = 1;
         else goto usage;
@@ -314,8 +400,10 @@ int main(int argc, char **argv)
     if (!strcmp(argv[1], "map")) return cmd_map();
     if (!strcmp(argv[1], "build")) return cmd_build();
     if (!strcmp(argv[1], "recover")) return cmd_recover();
+    if (!strcmp(argv[1], "history")) return cmd_history();
 usage:
-    fprintf(stderr, "usage: bench_persist dsync|map|build|recover --dir D [--seconds S] "
-                    "[--writers N] [--relaxed] [--rows R] [--tail T] [--rpd K] [--redis]\n");
+    fprintf(stderr, "usage: bench_persist dsync|map|build|recover|history --dir D "
+                    "[--seconds S] [--writers N] [--relaxed] [--rows R] [--tail T] [--rpd K] "
+                    "[--redis] [--hist N]\n");
     return 2;
 }
