@@ -1525,6 +1525,51 @@ nomem:
     return -ENOMEM;
 }
 
+int engine_reserve(engine_t *e, size_t devices, size_t rows)
+{
+    write_begin(e);
+    struct idx *xs[2] = {&e->dix, &e->bix};
+    size_t add[2] = {devices, rows};
+    bool grow[2] = {false, false};
+    for (int k = 0; k < 2; k++) {
+        struct idx *x = xs[k];
+        if (add[k] > SIZE_MAX / 4 - x->live)
+            return -ENOMEM;
+        ix_step(e, x, x->cur->cap); /* finish a rebuild under way, if any */
+        grow[k] = cap_for(x->live + add[k]) > x->cur->cap;
+    }
+    /* Both new tables first, so that a refusal changes nothing. */
+    for (int k = 0; k < 2; k++) {
+        if (grow[k] && ix_start(e, xs[k], xs[k]->live + add[k], true) < 0) {
+            for (int j = 0; j < k; j++) {
+                if (!grow[j])
+                    continue;
+                /* never published: free at once */
+                eng_free(e, xs[j]->next, tab_bytes(xs[j]->next->cap));
+                xs[j]->next = NULL;
+            }
+            return -ENOMEM;
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        if (grow[k])
+            ix_step(e, xs[k], xs[k]->cur->cap); /* copy it all now and publish */
+    return 0;
+}
+
+void engine_map_prefetch(engine_t *e, const struct engine_map_req *rq)
+{
+    if (!rq || !rq->dev || bad_id(rq->dev_len) || !rq->uri || !rq->uri_len ||
+        rq->uri_len > ENGINE_URI_MAX || !rq->uti || bad_id(rq->uti_len))
+        return;
+    /* The writer's own tables (plain loads: only the writer calls this). */
+    const struct tab *b = e->bix.cur, *d = e->dix.cur;
+    uint64_t bh = bind_hash(e, rq->uri, rq->uri_len, rq->uti, rq->uti_len);
+    uint64_t dh = dev_hash(e, rq->dev, rq->dev_len);
+    __builtin_prefetch(&b->s[home_of(b, bh)], 1, 3);
+    __builtin_prefetch(&d->s[home_of(d, dh)], 1, 3);
+}
+
 /* Removes from the record in device slot di every row for which pick()
  * says so. Returns the number removed (maybe 0) or -ENOMEM (nothing
  * changed). The device disappears with its last row unless it keeps

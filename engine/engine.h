@@ -166,6 +166,15 @@ struct engine_map_req {
 int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
                uint64_t *row_lsn);
 
+/* Bulk loads (a snapshot loader; writer lane only). engine_reserve grows
+ * the indexes at once for about devices/rows more keys, instead of the
+ * online doubling a load of that size would go through: 0 or -ENOMEM
+ * (nothing changed). engine_map_prefetch starts loading the index slots
+ * engine_map(rq) will probe, so a caller that knows its next maps overlaps
+ * their cache misses; a hint, no effect on results. */
+int  engine_reserve(engine_t *e, size_t devices, size_t rows);
+void engine_map_prefetch(engine_t *e, const struct engine_map_req *rq);
+
 /* Removes one row: 0, or -ENOENT if absent, -EEXIST on CAS mismatch.
  * on_removed (may be NULL; its return value is ignored) sees each removed
  * row just before it goes. Removal never fails on mem_limit; -ENOMEM only

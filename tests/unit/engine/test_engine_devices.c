@@ -5,7 +5,8 @@
  * oldest first with its logged key; the key makes replayed logged entries
  * no-ops (no duplicates, nothing lost, parts of one change kept apart);
  * engine_device_restore rebuilds a record without rows, or changes the
- * metadata of one with rows, and refuses bad input and the memory limit.
+ * metadata of one with rows, and refuses bad input and the memory limit;
+ * engine_reserve and engine_map_prefetch (the snapshot loader's bulk path).
  */
 #include <errno.h>
 #include <stdint.h>
@@ -318,8 +319,69 @@ static void restore(void)
     done(e);
 }
 
+/* Bulk-load helpers: engine_reserve sizes both indexes at once (no online
+ * doubling after it), keeps what is there, and refuses the memory limit;
+ * engine_map_prefetch changes nothing. */
+static void reserve(void)
+{
+    engine_t *e = mk(0, 0);
+    char dev[32], uti[32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(dev, sizeof(dev), "d%d", i);
+        snprintf(uti, sizeof(uti), "t%d", i);
+        CHECK_EQ(map(e, dev, "https://u", uti, NULL, (uint64_t)i + 1), 0);
+    }
+    struct engine_stats a, b;
+    engine_stats(e, &a);
+    CHECK_EQ(engine_reserve(e, 5000, 10000), 0);
+    engine_stats(e, &b);
+    CHECK(b.device_slots >= 2 * 5100 && b.binding_slots >= 2 * 10100);
+    CHECK_EQ(b.rows, 100);
+    for (int i = 0; i < 100; i++) {
+        snprintf(dev, sizeof(dev), "d%d", i);
+        snprintf(uti, sizeof(uti), "t%d", i);
+        CHECK_EQ(engine_inquire_device(e, dev, strlen(dev), NULL, NULL, NULL), 1);
+        CHECK_EQ(engine_inquire_binding(e, "https://u", 9, uti, strlen(uti), NULL, NULL, NULL), 1);
+    }
+    /* Enough room: nothing to do. */
+    CHECK_EQ(engine_reserve(e, 10, 10), 0);
+    struct engine_stats c;
+    engine_stats(e, &c);
+    CHECK_EQ(c.device_slots, b.device_slots);
+    CHECK_EQ(c.resizes, b.resizes);
+    /* Loading that much now never resizes. */
+    for (int i = 100; i < 5000; i++) {
+        snprintf(dev, sizeof(dev), "d%d", i);
+        snprintf(uti, sizeof(uti), "t%d", i);
+        struct engine_map_req rq = {dev, strlen(dev), "https://u", 9, uti, strlen(uti),
+                                    NULL, 0, 0, 0};
+        engine_map_prefetch(e, &rq);
+        CHECK_EQ(engine_map(e, &rq, (uint64_t)i + 1, NULL), 0);
+    }
+    engine_stats(e, &c);
+    CHECK_EQ(c.resizes, b.resizes);
+    CHECK_EQ(c.rows, 5000);
+    engine_map_prefetch(e, NULL); /* a hint: bad input is ignored */
+    struct engine_map_req bad = {"x", 0, "https://u", 9, "t", 1, NULL, 0, 0, 0};
+    engine_map_prefetch(e, &bad);
+    CHECK_EQ(engine_reserve(e, SIZE_MAX / 2, 0), -ENOMEM);
+    done(e);
+    /* The memory limit: refused, tables unchanged (also when the device
+     * index alone would fit). */
+    e = mk(0, 64u << 10);
+    engine_stats(e, &a);
+    CHECK_EQ(engine_reserve(e, 1u << 20, 1u << 20), -ENOMEM);
+    CHECK_EQ(engine_reserve(e, 1000, 1u << 20), -ENOMEM);
+    engine_stats(e, &b);
+    CHECK_EQ(b.device_slots, a.device_slots);
+    CHECK_EQ(b.binding_slots, a.binding_slots);
+    CHECK_EQ(map(e, "d", "https://u", "t", NULL, 1), 0);
+    done(e);
+}
+
 int main(void)
 {
+    reserve();
     iterate_rowless();
     iterate_stop();
     history_key();
