@@ -1570,6 +1570,124 @@ void engine_map_prefetch(engine_t *e, const struct engine_map_req *rq)
     __builtin_prefetch(&d->s[home_of(d, dh)], 1, 3);
 }
 
+#define RUN_MAX 64u
+
+/* The fast path of engine_map_run; false: not taken, nothing changed. */
+static bool map_run_fast(engine_t *e, const struct engine_map_req *rq,
+                         const uint64_t *lsn, size_t n, int *res)
+{
+    if (n < 2 || n > RUN_MAX)
+        return false;
+    const struct engine_map_req *q0 = &rq[0];
+    struct name *u[RUN_MAX];
+    uint64_t bh[RUN_MAX];
+    size_t rbytes = 0;
+    const struct engine_map_req *own = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const struct engine_map_req *q = &rq[i];
+        if (!q->dev || bad_id(q->dev_len) || q->dev_len != q0->dev_len ||
+            memcmp(q->dev, q0->dev, q0->dev_len) != 0 || bad_uri(q->uri, q->uri_len) ||
+            !q->uti || bad_id(q->uti_len) || q->owner_len > ENGINE_NAME_MAX ||
+            (q->owner_len && !q->owner) || q->cas)
+            return false;
+        if (q->owner_len)
+            own = q; /* the last owner given wins, as in order */
+        u[i] = ntab_find(&e->uris, name_hash(e, q->uri, q->uri_len), q->uri, q->uri_len);
+        if (!u[i])
+            return false; /* a new URI: the plain path interns it */
+        bh[i] = bind_hash(e, q->uri, q->uri_len, q->uti, q->uti_len);
+        if (bind_find(e->bix.cur, bh[i], q->uri, q->uri_len, q->uti, q->uti_len))
+            return false;
+        for (size_t j = 0; j < i; j++)
+            if (bh[j] == bh[i] && u[j] == u[i] && rq[j].uti_len == q->uti_len &&
+                memcmp(rq[j].uti, q->uti, q->uti_len) == 0)
+                return false; /* the same row twice */
+        rbytes += ROW_SZ(q->uti_len);
+    }
+    uint64_t dh = dev_hash(e, q0->dev, q0->dev_len);
+    if (dev_find(e->dix.cur, dh, q0->dev, q0->dev_len, NULL))
+        return false;
+    /* Phase 1: everything that can fail (as engine_map). */
+    if (ix_reserve(e, &e->bix, n) < 0 || ix_reserve(e, &e->dix, 1) < 0)
+        return false;
+    struct name *ow = NULL, *no = NULL;
+    if (own) {
+        uint64_t oh = name_hash(e, own->owner, own->owner_len);
+        ow = ntab_find(&e->owners, oh, own->owner, own->owner_len);
+        if (!ow) {
+            if (ntab_reserve(e, &e->owners) < 0 ||
+                !(no = name_new(e, oh, own->owner, own->owner_len)))
+                return false;
+            ow = no;
+        }
+    }
+    struct ext *hs = NULL;
+    if (e->hlen && !(hs = ext_new(e))) {
+        if (no)
+            eng_free(e, no, name_size(no->len));
+        return false;
+    }
+    struct rec *nr = rec_alloc(e, q0->dev_len, rbytes, true);
+    if (!nr) {
+        if (no)
+            eng_free(e, no, name_size(no->len));
+        ext_free(e, hs);
+        return false;
+    }
+    /* Phase 2: build and publish; nothing below fails. */
+    nr->owner = ow;
+    nr->ext = (uintptr_t)hs;
+    nr->dev_len = (uint8_t)q0->dev_len;
+    nr->nrows = (uint32_t)n;
+    memcpy(nr->dev, q0->dev, q0->dev_len);
+    if (no)
+        ntab_put(&e->owners, no);
+    if (ow)
+        ow->refs++;
+    uint8_t *dst = (uint8_t *)rec_rows(nr);
+    uint64_t top = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct row *w = (struct row *)dst;
+        w->uri = u[i];
+        w->lsn = lsn[i];
+        w->exp = rq[i].expires_at;
+        w->off = (uint32_t)(dst - (uint8_t *)nr);
+        w->uti_len = (uint8_t)rq[i].uti_len;
+        memcpy(w->uti, rq[i].uti, rq[i].uti_len);
+        u[i]->refs++;
+        exp_lower(e, rq[i].expires_at);
+        dst += ROW_SZ(w->uti_len);
+        if (lsn[i] > top)
+            top = lsn[i];
+    }
+    ix_insert(&e->dix, dh, nr); /* linearization point for device readers */
+    set_counter(&e->devices, e->devices + 1);
+    const struct row *w = rec_rows(nr);
+    for (size_t i = 0; i < n; i++, w = row_next(w)) {
+        ix_insert(&e->bix, bh[i], w);
+        res[i] = 0;
+    }
+    set_counter(&e->rows, e->rows + n);
+    publish_lsn(e, top);
+    return true;
+}
+
+void engine_map_run(engine_t *e, const struct engine_map_req *rq,
+                    const uint64_t *lsn, size_t n, int *res)
+{
+    if (!rq || !lsn || !res)
+        return;
+    write_begin(e);
+    /* A rebuild must keep pace with inserts (MIG_STEP slots per insert
+     * bounds the old table's load): n rows, n steps. */
+    if (n > 1 && n <= RUN_MAX)
+        ix_step(e, &e->bix, MIG_STEP * (n - 1));
+    if (map_run_fast(e, rq, lsn, n, res))
+        return;
+    for (size_t i = 0; i < n; i++)
+        res[i] = engine_map(e, &rq[i], lsn[i], NULL);
+}
+
 /* Removes from the record in device slot di every row for which pick()
  * says so. Returns the number removed (maybe 0) or -ENOMEM (nothing
  * changed). The device disappears with its last row unless it keeps

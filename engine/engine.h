@@ -174,6 +174,12 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
  * their cache misses; a hint, no effect on results. */
 int  engine_reserve(engine_t *e, size_t devices, size_t rows);
 void engine_map_prefetch(engine_t *e, const struct engine_map_req *rq);
+/* n rows of one new device (rq[i].dev all equal) at lsn[i]: the same
+ * results (res[i]) and final state as n engine_map calls in order, but when
+ * the device is new, its URIs known and no binding taken, its record is
+ * built once instead of once per row; otherwise it makes those calls. */
+void engine_map_run(engine_t *e, const struct engine_map_req *rq,
+                    const uint64_t *lsn, size_t n, int *res);
 
 /* Removes one row: 0, or -ENOENT if absent, -EEXIST on CAS mismatch.
  * on_removed (may be NULL; its return value is ignored) sees each removed

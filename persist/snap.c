@@ -275,37 +275,59 @@ static int apply_rows(engine_t *e, const uint8_t *p, size_t n, struct snap_info 
         }
         if (!cnt)
             break;
-        struct snap_row r = q[head];
-        head = (head + 1) % LOOKAHEAD;
-        cnt--;
-        mapped++;
-        if (!e)
-            continue;
-        if (r.new_dev)
-            prefs_pending = r.has_prefs;
-        struct engine_map_req rq = row_req(&r);
-        int m = engine_map(e, &rq, r.lsn, NULL);
-        if (m == -EEXIST) {
-            /* Two rows of one binding: a fuzzy snapshot saw it move between
-             * devices; the WAL after the start LSN settles it. */
-            info->conflicts++;
+        /* The rows of one new device queued together load as one run: its
+         * record is built once (engine_map_run), not once per row. */
+        size_t k = 1;
+        while (e && q[head].new_dev && k < cnt && !q[(head + k) % LOOKAHEAD].new_dev)
+            k++;
+        struct snap_row run[LOOKAHEAD];
+        struct engine_map_req rqs[LOOKAHEAD];
+        uint64_t lsns[LOOKAHEAD];
+        int res[LOOKAHEAD];
+        for (size_t i = 0; i < k; i++) {
+            run[i] = q[(head + i) % LOOKAHEAD];
+            rqs[i] = row_req(&run[i]);
+            lsns[i] = run[i].lsn;
+        }
+        head = (head + k) % LOOKAHEAD;
+        cnt -= k;
+        if (!e) {
+            mapped += k;
             continue;
         }
-        if (m < 0) {
-            snprintf(err, errlen, "row %llu cannot be loaded: %s", (unsigned long long)mapped,
-                     strerror(-m));
-            free(it);
-            return m;
-        }
-        if (prefs_pending) {
-            /* A device's prefs come with its first row (the first that
-             * loads: one in conflict leaves them to the next). */
-            prefs_pending = 0;
-            int s = engine_set_prefs(e, r.dev.p, r.dev.n, r.prefs.p, r.prefs.n, r.lsn);
-            if (s < 0 && s != -ENOENT) {
-                snprintf(err, errlen, "prefs cannot be loaded: %s", strerror(-s));
+        if (k > 1)
+            engine_map_run(e, rqs, lsns, k, res);
+        else
+            res[0] = engine_map(e, &rqs[0], lsns[0], NULL);
+        for (size_t i = 0; i < k; i++) {
+            struct snap_row *r = &run[i];
+            int m = res[i];
+            mapped++;
+            if (r->new_dev)
+                prefs_pending = r->has_prefs;
+            if (m == -EEXIST) {
+                /* Two rows of one binding: a fuzzy snapshot saw it move
+                 * between devices; the WAL after the start LSN settles it. */
+                info->conflicts++;
+                continue;
+            }
+            if (m < 0) {
+                snprintf(err, errlen, "row %llu cannot be loaded: %s",
+                         (unsigned long long)mapped, strerror(-m));
                 free(it);
-                return s;
+                return m;
+            }
+            if (prefs_pending) {
+                /* A device's prefs come with its first row (the first that
+                 * loads: one in conflict leaves them to the next). */
+                prefs_pending = 0;
+                int sp = engine_set_prefs(e, r->dev.p, r->dev.n, r->prefs.p, r->prefs.n,
+                                          r->lsn);
+                if (sp < 0 && sp != -ENOENT) {
+                    snprintf(err, errlen, "prefs cannot be loaded: %s", strerror(-sp));
+                    free(it);
+                    return sp;
+                }
             }
         }
     }
