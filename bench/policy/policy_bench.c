@@ -6,8 +6,12 @@
  *     acl_row_visible per row) with vs without recording it, 1 and 2
  *     threads, on a pre-filled engine. Target: on >= 0.9x off. "history"
  *     records each returned row from inside the row callback
- *     (history_record_row: no second lookup); "hist-lookup" records after
- *     the inquiry with history_record_inquiry (a second device lookup).
+ *     (history_record_row: no second lookup, the server's path);
+ *     "hist-lookup" records after the inquiry with history_record_inquiry
+ *     (a second device lookup: the server's path before issue 7's change).
+ *     --uri sets the rows' service URI: the default makes a 39-byte entry
+ *     (principal + URI + UTI), inline in the engine's ring cell; a longer
+ *     one (as ics-loadgen's, 49 bytes) takes the cell's overflow buffer.
  *  2. prefs: the same inquiry on an engine where every device has a PREFS
  *     blob (allow, deny, a window; prefs_allows per row) vs one with none.
  *     Target: >= 0.9x. Also prefs-eval: the same prefs engine both sides,
@@ -20,7 +24,7 @@
  * so a noisy neighbour on a shared machine hurts both sides alike.
  *
  * usage: policy_bench [--smoke] [--devices N] [--seconds S] [--history-len N]
- *                     [--profile off|on|lookup|prefs]
+ *                     [--uri URI] [--profile off|on|lookup|prefs]
  */
 #include <errno.h>
 #include <pthread.h>
@@ -62,6 +66,8 @@ static void devname(char *out, size_t i)
     snprintf(out, 48, "dev-%08x-0000-4000-8000-000000000000", (unsigned)i);
 }
 
+static const char *svc_uri = "https://svc.example/app"; /* under tpsp's scope */
+
 static engine_t *fill(int with_prefs, uint32_t history_len)
 {
     engine_t *e;
@@ -87,7 +93,7 @@ static engine_t *fill(int with_prefs, uint32_t history_len)
         devname(dev, i);
         snprintf(uti, sizeof(uti), "uti-%08zx", i);
         struct engine_map_req rq = {
-            .dev = dev, .dev_len = 40, .uri = "https://svc.example/app", .uri_len = 23,
+            .dev = dev, .dev_len = 40, .uri = svc_uri, .uri_len = strlen(svc_uri),
             .uti = uti, .uti_len = strlen(uti), .owner = "acme", .owner_len = 4,
         };
         if (engine_map(e, &rq, lsn++, NULL) != 0)
@@ -222,10 +228,13 @@ int main(int argc, char **argv)
             hlen = (uint32_t)strtoul(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--profile") && i + 1 < argc) {
             profile = argv[++i];
+        } else if (!strcmp(argv[i], "--uri") && i + 1 < argc &&
+                   !strncmp(argv[i + 1], "https://svc.example/", 20)) {
+            svc_uri = argv[++i];
         } else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) {
             seconds = atof(argv[++i]);
         } else {
-            fprintf(stderr, "usage: %s [--smoke] [--devices N] [--seconds S] [--history-len N] [--profile off|on|lookup|prefs]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--smoke] [--devices N] [--seconds S] [--history-len N] [--uri https://svc.example/...] [--profile off|on|lookup|prefs]\n", argv[0]);
             return 2;
         }
     }
@@ -239,7 +248,8 @@ int main(int argc, char **argv)
     tpsp->scopes[0].p = (const uint8_t *)"https://svc.example/";
     tpsp->scopes[0].len = 20;
 
-    printf("policy_bench: %zu devices, %.2f s per measurement, best of 5\n", ndev, seconds);
+    printf("policy_bench: %zu devices, %.2f s per measurement, best of 5, history entry %zu "
+           "bytes (principal + URI + UTI)\n", ndev, seconds, 4 + strlen(svc_uri) + 12);
     fflush(stdout);
     engine_t *plain = fill(profile && !strcmp(profile, "prefs"), hlen);
     if (profile) {
