@@ -5,11 +5,6 @@
  * Answers "GET /PAGE" with the bytes of PAGE's file like s_server -WWW
  * does, then closes. On SIGTERM/SIGINT prints the handshakes it completed
  * (full, resumed) and its own CPU seconds, then exits.
- * It also prints the time spent inside tls_conn_* calls for each kind of
- * connection (tls_full_s, tls_resumed_s: CLOCK_MONOTONIC around every call;
- * the process is pinned and single-threaded, so this is its CPU time in
- * net/tls and BoringSSL), which separates the TLS work of a connection from
- * what the kernel and this loop cost around it (bench/README.md, TLS).
  * Usage: tls_bench_server CERTDIR PORTFILE PAGEFILE
  */
 #include "tls.h"
@@ -26,7 +21,6 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 struct conn {
@@ -35,31 +29,12 @@ struct conn {
     size_t got;                        /* request bytes seen so far */
     char req[512];
     int counted, closing, want_out;
-    double tls_s;                      /* inside tls_conn_* for this connection */
 };
 
 static volatile sig_atomic_t stop;
 static char *page;
 static size_t page_len;
 static long full, resumed, refused;
-static double tls_full_s, tls_resumed_s;
-
-/* vDSO, tens of ns: cheap enough to wrap every call. */
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Runs one tls_conn_* call, adding its time to c->tls_s. */
-#define TIMED(c, call)                                                      \
-    ({                                                                      \
-        double t0_ = mono();                                                \
-        __typeof__(call) r_ = (call);                                       \
-        (c)->tls_s += mono() - t0_;                                         \
-        r_;                                                                 \
-    })
 
 static void on_signal(int sig)
 {
@@ -69,13 +44,7 @@ static void on_signal(int sig)
 static void conn_close(int ep, struct conn *c)
 {
     close(c->fd);                      /* also leaves the epoll set */
-    double t0 = mono();
     tls_conn_free(c->tls);
-    c->tls_s += mono() - t0;
-    if (c->counted == 1)
-        tls_full_s += c->tls_s;
-    else if (c->counted == 2)
-        tls_resumed_s += c->tls_s;
     free(c);
 }
 
@@ -84,13 +53,11 @@ static int flush_out(struct conn *c)
 {
     const uint8_t *p;
     size_t n;
-    while ((n = TIMED(c, tls_conn_out(c->tls, &p))) > 0) {
+    while ((n = tls_conn_out(c->tls, &p)) > 0) {
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
         if (w < 0)
             return errno == EAGAIN ? 0 : -1;
-        double t0 = mono();
         tls_conn_out_consume(c->tls, (size_t)w);
-        c->tls_s += mono() - t0;
     }
     return 1;
 }
@@ -105,40 +72,35 @@ static int on_readable(struct conn *c)
         if (n < 0)
             return errno == EAGAIN ? 0 : -1;
         int more = (size_t)n == sizeof in;  /* else drained: skip the EAGAIN recv */
-        if (TIMED(c, tls_conn_feed(c->tls, in, (size_t)n)) < 0) {
+        if (tls_conn_feed(c->tls, in, (size_t)n) < 0) {
             refused++;
             flush_out(c);
             return -1;
         }
-        if (!TIMED(c, tls_conn_ready(c->tls))) {
+        if (!tls_conn_ready(c->tls)) {
             if (more)
                 continue;
             return 0;
         }
         if (!c->counted) {
-            c->counted = 1;            /* 1: full, 2: resumed */
-            if (TIMED(c, tls_conn_resumed(c->tls))) {
+            c->counted = 1;
+            if (tls_conn_resumed(c->tls))
                 resumed++;
-                c->counted = 2;
-            } else {
+            else
                 full++;
-            }
         }
         ssize_t r;
-        while ((r = TIMED(c, tls_conn_read(c->tls, c->req + c->got,
-                                            sizeof c->req - 1 - c->got))) > 0)
+        while ((r = tls_conn_read(c->tls, c->req + c->got, sizeof c->req - 1 - c->got)) > 0)
             c->got += (size_t)r;
         if (r < 0)
             return -1;
         c->req[c->got] = 0;
         if (!c->closing && strstr(c->req, "\r\n\r\n")) {
             static const char hdr[] = "HTTP/1.0 200 ok\r\nContent-type: text/plain\r\n\r\n";
-            if (TIMED(c, tls_conn_write(c->tls, hdr, sizeof hdr - 1)) != 0 ||
-                TIMED(c, tls_conn_write(c->tls, page, page_len)) != 0)
+            if (tls_conn_write(c->tls, hdr, sizeof hdr - 1) != 0 ||
+                tls_conn_write(c->tls, page, page_len) != 0)
                 return -1;
-            double t0 = mono();
             tls_conn_shutdown(c->tls);
-            c->tls_s += mono() - t0;
             c->closing = 1;
         } else if (c->got == sizeof c->req - 1) {
             return -1;
@@ -205,9 +167,7 @@ int main(int argc, char **argv)
                 while ((fd = accept4(ls, NULL, NULL, SOCK_NONBLOCK)) >= 0) {
                     c = calloc(1, sizeof *c);
                     c->fd = fd;
-                    double t0 = mono();
                     c->tls = tls_conn_new(ctx);
-                    c->tls_s = mono() - t0;
                     struct epoll_event cev = { .events = EPOLLIN, .data.ptr = c };
                     if (!c->tls || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev) != 0) {
                         close(fd);
@@ -235,8 +195,7 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
                  (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-    printf("full=%ld resumed=%ld refused=%ld cpu_s=%.3f tls_full_s=%.3f tls_resumed_s=%.3f\n",
-           full, resumed, refused, cpu, tls_full_s, tls_resumed_s);
+    printf("full=%ld resumed=%ld refused=%ld cpu_s=%.3f\n", full, resumed, refused, cpu);
     tls_ctx_destroy(ctx);
     return 0;
 }
