@@ -12,7 +12,9 @@
 # server's CPU per inquiry. Ratios: on/off (history) and prefs/on (prefs
 # every device vs none), target >= 0.9x each.
 #   bench/policy/net.sh [--smoke]     --smoke: 10,000 rows, 2 s, 1 round
-#                                     (default: 100,000 rows, 3 s, 5 rounds)
+#                                     (default: 100,000 rows, 1 s runs, 10
+#                                     rounds: on a shared machine many short
+#                                     runs give each server more quiet windows)
 # Env: ICS_BUILD or ICS_BUILD_DIR (default build/release), KEYS, DURATION,
 # ROUNDS, WARMUP (seconds of uncounted depth-16 inquiries per server first);
 # BASE_BUILD=dir also runs "base-off" and "base-on" (the same two
@@ -35,7 +37,7 @@ SERVERS="off on prefs"
 LG=$BUILD/bench/net/ics-loadgen
 SETUP=bench/policy/netsetup.py
 if [ $SMOKE = 1 ]; then DUR=${DURATION:-2}; KEYS=${KEYS:-10000}; ROUNDS=${ROUNDS:-1}; WARMUP=${WARMUP:-2}
-else DUR=${DURATION:-3}; KEYS=${KEYS:-100000}; ROUNDS=${ROUNDS:-5}; WARMUP=${WARMUP:-3}; fi
+else DUR=${DURATION:-1}; KEYS=${KEYS:-100000}; ROUNDS=${ROUNDS:-10}; WARMUP=${WARMUP:-8}; fi
 NCPU=$(nproc)
 SCORE=0 CCORE=$(( NCPU > 1 ? 1 : 0 ))
 TMP=$(mktemp -d /tmp/ics-histbench-XXXXXX)
