@@ -330,14 +330,22 @@ static struct io_uring_sqe *get_sqe(struct worker *w)
 
 static void conn_send(struct conn *c)
 {
-    struct io_uring_sqe *sqe = get_sqe(c->w);
 #ifdef ICS_HAVE_TLS
     if (c->tls) {
-        /* The piece stays put until consumed (tls.h), so the kernel may
-         * read it while more ciphertext is queued behind it. */
-        const uint8_t *p;
-        size_t n = tls_conn_out(c->tls, &p);
-        io_uring_prep_send(sqe, c->fd, p, n, MSG_NOSIGNAL);
+        /* Every queued piece in one submission: a pipelined burst answered
+         * in one turn may fill several 32 KiB pieces. The msghdr and the
+         * pieces stay put until consumed (tls.h), so the kernel may read
+         * them while more ciphertext is queued behind. A single piece goes
+         * as a plain send, which spares the kernel the msghdr import. */
+        const struct msghdr *m = tls_conn_out_msg(c->tls);
+        if (!m)
+            return; /* nothing queued: the callers check, this keeps it so */
+        struct io_uring_sqe *sqe = get_sqe(c->w);
+        if (m->msg_iovlen == 1)
+            io_uring_prep_send(sqe, c->fd, m->msg_iov[0].iov_base, m->msg_iov[0].iov_len,
+                               MSG_NOSIGNAL);
+        else
+            io_uring_prep_sendmsg(sqe, c->fd, m, MSG_NOSIGNAL);
         io_uring_sqe_set_data64(sqe, ud_make(U_SEND, c->slot, c->gen));
         c->send_inflight = 1;
         if (!c->send_since_us)
@@ -345,6 +353,7 @@ static void conn_send(struct conn *c)
         return;
     }
 #endif
+    struct io_uring_sqe *sqe = get_sqe(c->w);
     io_uring_prep_send(sqe, c->fd, c->sending.p + c->sent, c->sending.len - c->sent,
                        MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, ud_make(U_SEND, c->slot, c->gen));
