@@ -5,7 +5,9 @@
 # Starts icsd A and icsd B (each --threads 1 on core 0, only one under load
 # at a time) with the same certificates and preloaded rows, then alternates
 # ics-loadgen runs (core 1) over TLS against A and B, the order flipping each
-# round, and compares the best of each: ops/s and server CPU per inquiry.
+# round, and compares the best and the median of each: ops/s and server
+# CPU per inquiry (on a shared machine one lucky or unlucky run moves the
+# best a lot; the median less).
 #
 # Usage: bench/tls/ab.sh ICSD_A ICSD_B [--rounds N] [--seconds N] [--keys N]
 #        [--rows R] [--depth D] [--conns N] [--plain]
@@ -83,15 +85,19 @@ for r in $(seq "$ROUNDS"); do
 done
 echo "load average after: $(cat /proc/loadavg)"
 python3 - "$RES" <<'PY'
-import sys
-best = {}
+import statistics, sys
+runs = {}
 for line in open(sys.argv[1]):
     f = line.split()
     kv = dict(x.split("=", 1) for x in f[1:] if "=" in x)
-    b = best.setdefault(f[0], [0.0, float("inf")])
-    b[0] = max(b[0], float(kv["ops_per_s"]))
-    b[1] = min(b[1], float(kv["server_cpu_us_per_op"]) or float("inf"))
-a, b = best["A"], best["B"]
-print(f"best A: {a[0]:.0f} ops/s {a[1]:.2f} us cpu/op | best B: {b[0]:.0f} ops/s {b[1]:.2f} us cpu/op")
-print(f"ratio B/A: ops/s {b[0] / a[0]:.2f}x, server cpu/inquiry {b[1] / a[1]:.2f}x")
+    runs.setdefault(f[0], []).append((float(kv["ops_per_s"]), float(kv["server_cpu_us_per_op"])))
+def summary(who):
+    ops = [r[0] for r in runs[who]]
+    cpu = [r[1] for r in runs[who] if r[1] > 0] or [float("nan")]
+    return max(ops), min(cpu), statistics.median(ops), statistics.median(cpu)
+a, b = summary("A"), summary("B")
+print(f"A: best {a[0]:.0f} ops/s {a[1]:.2f} us cpu/op, median {a[2]:.0f} ops/s {a[3]:.2f} us cpu/op")
+print(f"B: best {b[0]:.0f} ops/s {b[1]:.2f} us cpu/op, median {b[2]:.0f} ops/s {b[3]:.2f} us cpu/op")
+print(f"ratio B/A: best ops/s {b[0] / a[0]:.2f}x, server cpu/inquiry {b[1] / a[1]:.2f}x; "
+      f"median ops/s {b[2] / a[2]:.2f}x, server cpu/inquiry {b[3] / a[3]:.2f}x")
 PY

@@ -11,7 +11,7 @@
 # runs every (depth, transport) pair once, the order of plain and TLS
 # flipping from round to round; the best of each pair over the rounds is
 # compared (ops/s and the server's CPU time per inquiry, utime + stime from
-# /proc/PID/stat, as bench/net/run.sh measures it).
+# /proc/PID/stat, as bench/net/run.sh measures it), and the medians too.
 #
 # Usage: bench/tls/vs_plain.sh [--smoke] [--rounds N] [--seconds N] [--keys N]
 #        [--conns N]
@@ -97,29 +97,31 @@ kill -TERM "$ICSD_PID"; wait "$ICSD_PID" || true; ICSD_PID=
 echo
 echo "# best of $ROUNDS per pair; TLS / plaintext (targets: ops/s >= 0.8x at d1, >= 0.9x at d16)"
 python3 - "$RES" <<'PY'
-import sys
-best = {}
+import statistics, sys
+runs = {}
 for line in open(sys.argv[1]):
     f = line.split()
     if not f:
         continue
     kv = dict(x.split("=", 1) for x in f[1:] if "=" in x)
-    ops, cpu = float(kv["ops_per_s"]), float(kv["server_cpu_us_per_op"])
     if int(kv["ops"]) == 0:
         sys.exit(f"{f[0]}: no operation answered")
-    b = best.setdefault(f[0], {"ops": 0.0, "cpu": float("inf"), "p50": float("inf")})
-    b["ops"] = max(b["ops"], ops)
-    if cpu > 0:
-        b["cpu"] = min(b["cpu"], cpu)
-    b["p50"] = min(b["p50"], float(kv["p50_us"]))
+    runs.setdefault(f[0], []).append(
+        (float(kv["ops_per_s"]), float(kv["server_cpu_us_per_op"]), float(kv["p50_us"])))
+def summary(name):
+    r = runs[name]
+    cpu = [x[1] for x in r if x[1] > 0] or [float("nan")]
+    return {"ops": max(x[0] for x in r), "cpu": min(cpu), "p50": min(x[2] for x in r),
+            "mops": statistics.median(x[0] for x in r), "mcpu": statistics.median(cpu)}
 for d, target in ((1, 0.8), (16, 0.9)):
-    p, t = best.get(f"plain_d{d}"), best.get(f"tls_d{d}")
-    if not p or not t:
+    if f"plain_d{d}" not in runs or f"tls_d{d}" not in runs:
         continue
+    p, t = summary(f"plain_d{d}"), summary(f"tls_d{d}")
     ratio = t["ops"] / p["ops"]
-    cpu = t["cpu"] / p["cpu"] if p["cpu"] not in (0, float("inf")) else float("nan")
     print(f"d{d:<2} plain {p['ops']:9.0f} ops/s {p['cpu']:6.2f} us cpu/op p50 {p['p50']:6.1f} us | "
           f"tls {t['ops']:9.0f} ops/s {t['cpu']:6.2f} us cpu/op p50 {t['p50']:6.1f} us")
     print(f"ratio tls/plain d{d}: ops/s {ratio:.2f}x (target >= {target}: "
-          f"{'met' if ratio >= target else 'missed'}), server cpu/inquiry {cpu:.2f}x")
+          f"{'met' if ratio >= target else 'missed'}), server cpu/inquiry {t['cpu'] / p['cpu']:.2f}x, "
+          f"p50 {t['p50'] / p['p50']:.2f}x; medians: ops/s {t['mops'] / p['mops']:.2f}x, "
+          f"cpu/inquiry {t['mcpu'] / p['mcpu']:.2f}x")
 PY
