@@ -39,6 +39,8 @@ struct model {
     int owner[ND];             /* 0: none, else owner id */
     int prefs[ND];             /* 0: none, else prefs length */
     int hist[ND];              /* history entries kept */
+    uint64_t klsn[ND];         /* ring's logged key: (klsn, kpart) */
+    uint32_t kpart[ND];
     uint64_t lsn;
 };
 
@@ -113,6 +115,35 @@ static int check_row(void *arg, const struct engine_row *r)
     EXPECT(r->owner_len == strlen(OWN[m->owner[d]]));
     EXPECT((int)r->prefs_len == m->prefs[d]);
     s->n++;
+    return 0;
+}
+
+/* engine_iterate_devices: every known record, with the model's owner,
+ * prefs and row count, and its ring's entries and key. */
+struct dseen { const struct model *m; engine_t *e; int devs, rows, cur; uint32_t hlen; };
+static int check_dev(void *arg, const struct engine_device *dv)
+{
+    struct dseen *s = arg;
+    const struct model *m = s->m;
+    int d = idx_of(DEV, ND, dv->device, dv->device_len);
+    EXPECT(d >= 0 && m->known[d]);
+    EXPECT(dv->owner_len == strlen(OWN[m->owner[d]]));
+    EXPECT((int)dv->prefs_len == m->prefs[d]);
+    EXPECT((int)dv->rows == nrows(m, d));
+    uint64_t kl;
+    uint32_t kp;
+    int n = engine_device_history(s->e, dv, NULL, NULL, &kl, &kp);
+    EXPECT(n == (s->hlen ? m->hist[d] : 0));
+    EXPECT(kl == m->klsn[d] && kp == m->kpart[d]);
+    s->devs++;
+    s->cur = d;
+    return 0;
+}
+static int check_dev_row(void *arg, const struct engine_row *r)
+{
+    struct dseen *s = arg;
+    EXPECT(idx_of(DEV, ND, r->device, r->device_len) == s->cur);
+    s->rows++;
     return 0;
 }
 
@@ -333,6 +364,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 10: { /* full iteration, in steps of max */
             size_t max = (size_t)(c % 5) + 1;
             uint64_t cur = 0;
+            if (op & 0x10) { /* over device records, with their rings */
+                struct dseen ds = {&m, e, 0, 0, -1, hlen};
+                int calls = 0;
+                do {
+                    EXPECT(engine_iterate_devices(e, &cur, max, check_dev, check_dev_row,
+                                                  &ds) >= 0);
+                    EXPECT(++calls < 1000);
+                } while (cur);
+                int devs = 0, rows = 0;
+                for (int x = 0; x < ND; x++) {
+                    devs += m.known[x];
+                    rows += nrows(&m, x);
+                }
+                EXPECT(ds.devs == devs && ds.rows == rows);
+                break;
+            }
             struct seen s = {&m, -1, 0, 0};
             int total = 0, calls = 0;
             do {
@@ -347,10 +394,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             EXPECT(total == want && s.n == want);
             break;
         }
-        case 11: { /* history */
+        case 11: { /* history; with 0x10 a logged entry keyed (c, op bit 5) */
             struct engine_hist h = {.micros = nl, .event = ENGINE_H_INQUIRY,
                                     .principal = (const uint8_t *)"p",
                                     .principal_len = 1};
+            int logged = (op & 0x10) && c;
+            if (logged) {
+                h.event = ENGINE_H_MAP;
+                h.lsn = c;
+                h.part = (op >> 5) & 1;
+            }
+            /* a logged entry not above the ring's key is a no-op */
+            int fresh = !logged || h.lsn > m.klsn[d] ||
+                        (h.lsn == m.klsn[d] && h.part > m.kpart[d]);
             rc = engine_history_add(e, DEV[d], strlen(DEV[d]), &h);
             if (!m.known[d])
                 EXPECT(rc == -ENOENT);
@@ -358,8 +414,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 EXPECT(fail_in >= 0 || limit);
             else {
                 EXPECT(rc == 0);
-                if ((uint32_t)m.hist[d] < hlen)
+                if (fresh && (uint32_t)m.hist[d] < hlen)
                     m.hist[d]++;
+                if (fresh && logged && hlen) {
+                    m.klsn[d] = h.lsn;
+                    m.kpart[d] = h.part;
+                }
             }
             rc = engine_history_get(e, DEV[d], strlen(DEV[d]), 100, NULL, NULL);
             EXPECT(rc == (m.known[d] ? m.hist[d] : -ENOENT));
