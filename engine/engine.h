@@ -15,9 +15,11 @@
  * which case nothing changed).
  *
  * Threads:
- *  - Readers (engine_inquire_*, engine_iterate, engine_stats,
- *    engine_history_get) run on any number of threads at once, never take a
- *    lock and never block, also while the table grows. A thread must call
+ *  - Readers (engine_inquire_*, engine_iterate, engine_iterate_devices,
+ *    engine_stats, engine_history_get) run on any number of threads at
+ *    once, never take a lock and never block, also while the table grows
+ *    (engine_device_history, inside engine_iterate_devices, holds one
+ *    device's ring lock while it copies the ring). A thread must call
  *    engine_thread_online() once before its first read and
  *    engine_thread_offline() before it exits (a thread that forgets is
  *    registered on its first call and unregistered when it exits; writer
@@ -25,9 +27,11 @@
  *    callbacks run inside the read-side critical section: they must not
  *    block nor call a writer, and the pointers they get are valid only
  *    during the callback. engine_collect_expired is a reader too.
- *  - Writers (engine_map, engine_demap*, engine_set_prefs) must be
- *    serialized by the caller: one writer lane (persist/'s store holds it).
- *    Every change carries the LSN the caller assigned; LSNs only grow.
+ *  - Writers (engine_map, engine_demap*, engine_set_prefs, and for loading
+ *    a snapshot engine_device_restore, engine_reserve, engine_map_run,
+ *    engine_map_prefetch) must be serialized by the caller: one writer
+ *    lane (persist/'s store holds it). Every change carries the LSN the
+ *    caller assigned; LSNs only grow.
  *  - engine_history_add may be called from any thread.
  * Memory of replaced records is reclaimed with liburcu (see docs/engine.md).
  */
