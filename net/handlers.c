@@ -1124,7 +1124,7 @@ static int batch_row(void *arg, const struct engine_row *row)
             buf_put_str16(&b->rows, row->uti, row->uti_len) < 0 ||
             buf_put_u32(&b->rows, row->expires_at) < 0)
             b->err = -ENOMEM;
-        else if (r->via == VIA_TPSP)
+        else if (r->via == VIA_TPSP && !b->err) /* a batch that failed records no more */
             record_row(b->x, row, b->now_us);
         r->len = (uint32_t)(b->rows.len - r->off);
     }
