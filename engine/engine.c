@@ -219,6 +219,7 @@ struct idx {
     size_t mig;        /* writer only: slots of cur copied into next */
     size_t live, used; /* cur: live keys, non-empty slots */
     size_t nlive, nused;
+    size_t floor;      /* writer only: no shrink below (engine_reserve) */
 };
 
 /* Objects retired by the writer, freed together after one grace period. */
@@ -677,6 +678,8 @@ static int ix_start(engine_t *e, struct idx *x, size_t live, bool checked)
     size_t cap = cap_for(live);
     if (cap < e->min_cap)
         cap = e->min_cap; /* the initial_devices hint is a floor */
+    if (cap < x->floor)
+        cap = x->floor;   /* and so is a reservation */
     struct tab *t = tab_new(e, cap, checked);
     if (!t)
         return -ENOMEM;
@@ -742,7 +745,8 @@ static void ix_maybe_shrink(engine_t *e, struct idx *x)
 {
     /* Never below the capacity the caller asked for: a table filling up
      * from empty is not a table to shrink. */
-    if (!x->next && x->cur->cap > e->min_cap && x->live * 8 < x->cur->cap &&
+    if (!x->next && x->cur->cap > e->min_cap && x->cur->cap > x->floor &&
+        x->live * 8 < x->cur->cap &&
         cap_for(x->live) < x->cur->cap)
         ix_start(e, x, x->live, false);
 }
@@ -1551,9 +1555,16 @@ int engine_reserve(engine_t *e, size_t devices, size_t rows)
             return -ENOMEM;
         }
     }
-    for (int k = 0; k < 2; k++)
+    /* A reservation is a floor, as initial_devices is: the loads it is for
+     * interleave engine_set_prefs, whose write end would otherwise shrink
+     * the mostly empty new table back before the rows arrive. */
+    for (int k = 0; k < 2; k++) {
+        size_t want = cap_for(xs[k]->live + add[k]);
+        if (want > xs[k]->floor)
+            xs[k]->floor = want;
         if (grow[k])
             ix_step(e, xs[k], xs[k]->cur->cap); /* copy it all now and publish */
+    }
     return 0;
 }
 
@@ -1610,6 +1621,11 @@ static bool map_run_fast(engine_t *e, const struct engine_map_req *rq,
     /* Phase 1: everything that can fail (as engine_map). */
     if (ix_reserve(e, &e->bix, n) < 0 || ix_reserve(e, &e->dix, 1) < 0)
         return false;
+    /* A rebuild must keep pace with inserts (MIG_STEP slots per insert
+     * keeps the old table under 90% until it is published): n rows, n
+     * steps, taken after ix_reserve because that may have just begun it.
+     * No slot index is held yet (the finds above kept pointers only). */
+    ix_step(e, &e->bix, MIG_STEP * n);
     struct name *ow = NULL, *no = NULL;
     if (own) {
         uint64_t oh = name_hash(e, own->owner, own->owner_len);
@@ -1678,10 +1694,6 @@ void engine_map_run(engine_t *e, const struct engine_map_req *rq,
     if (!rq || !lsn || !res)
         return;
     write_begin(e);
-    /* A rebuild must keep pace with inserts (MIG_STEP slots per insert
-     * bounds the old table's load): n rows, n steps. */
-    if (n > 1 && n <= RUN_MAX)
-        ix_step(e, &e->bix, MIG_STEP * (n - 1));
     if (map_run_fast(e, rq, lsn, n, res))
         return;
     for (size_t i = 0; i < n; i++)

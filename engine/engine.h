@@ -172,8 +172,9 @@ int engine_map(engine_t *e, const struct engine_map_req *rq, uint64_t lsn,
 
 /* Bulk loads (a snapshot loader; writer lane only). engine_reserve grows
  * the indexes at once for about devices/rows more keys, instead of the
- * online doubling a load of that size would go through: 0 or -ENOMEM
- * (nothing changed). engine_map_prefetch starts loading the index slots
+ * online doubling a load of that size would go through, and keeps that
+ * size as a floor the indexes never shrink below (as initial_devices): 0
+ * or -ENOMEM (nothing changed). engine_map_prefetch starts loading the index slots
  * engine_map(rq) will probe, so a caller that knows its next maps overlaps
  * their cache misses; a hint, no effect on results. */
 int  engine_reserve(engine_t *e, size_t devices, size_t rows);

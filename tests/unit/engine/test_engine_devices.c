@@ -378,6 +378,24 @@ static void reserve(void)
     CHECK_EQ(b.binding_slots, a.binding_slots);
     CHECK_EQ(map(e, "d", "https://u", "t", NULL, 1), 0);
     done(e);
+    /* A reservation is a floor: a snapshot load sets prefs between its
+     * maps, and the write end of engine_set_prefs shrinks a mostly empty
+     * table; it must not undo the reservation before the rows arrive. */
+    e = mk(0, 0);
+    CHECK_EQ(map(e, "p0", "https://u", "t0", NULL, 1), 0);
+    CHECK_EQ(engine_reserve(e, 4000, 8000), 0);
+    engine_stats(e, &a);
+    /* Enough writes for a shrink begun by the first to complete. */
+    for (uint64_t i = 0; i < 2000; i++)
+        CHECK_EQ(engine_set_prefs(e, "p0", 2, "\0\0\0\0\0\0\0\0\0\0", 10 - (i & 1),
+                                  2 + i), 0);
+    CHECK_EQ(engine_demap(e, "p0", 2, "https://u", 9, "t0", 2, 0, 2002, NULL, NULL), 0);
+    CHECK_EQ(map(e, "p1", "https://u", "t1", NULL, 2003), 0);
+    engine_stats(e, &b);
+    CHECK_EQ(b.device_slots, a.device_slots);
+    CHECK_EQ(b.binding_slots, a.binding_slots);
+    CHECK_EQ(b.resizes, a.resizes);
+    done(e);
 }
 
 /* engine_map_run gives what engine_map row by row gives: compared on a
@@ -532,6 +550,72 @@ static void map_run(void)
     engine_stats(a, &st);
     CHECK_EQ(st.rows, 4000 * 8 + 1);
     CHECK(st.resizes > 4);
+    done(a);
+    /* Runs of every length mixed with single maps, as a snapshot of
+     * devices with 1..8 rows loads: a run that begins a rebuild must step
+     * it for its own rows, or the single maps after it find the old table
+     * over 90% with the rebuild not done (-ENOMEM, "row 29 cannot be
+     * loaded" in test_persist_roundtrip). */
+    a = mk(0, 0);
+    uint64_t total = 0;
+    unsigned x = 7;
+    for (int d = 0; d < 4000; d++) {
+        x = x * 1103515245u + 12345u;
+        size_t k = 1 + (x >> 16) % 8;
+        struct engine_map_req rr[8];
+        for (size_t i = 0; i < k; i++) {
+            snprintf(devs[i], 16, "mix%d", d);
+            snprintf(utis2[i], 16, "m%d-%zu", d, i);
+            struct engine_map_req q = RQ(devs[i], U, utis2[i], NULL, 0);
+            rr[i] = q;
+            lr[i] = next++;
+        }
+        int res[8];
+        if (k == 1)
+            res[0] = engine_map(a, &rr[0], lr[0], NULL);
+        else
+            engine_map_run(a, rr, lr, k, res);
+        for (size_t i = 0; i < k; i++)
+            CHECK_EQ(res[i], 0);
+        total += k;
+    }
+    engine_stats(a, &st);
+    CHECK_EQ(st.rows, total);
+    done(a);
+    /* The exact case: a run that begins a rebuild of a small binding
+     * index (its rows cross 80%), then single maps. Without the run's own
+     * steps the old 32 slots pass 90% before the rebuild is done. */
+    a = mk(0, 0);
+    CHECK_EQ(map(a, "seed", U, "s1", NULL, 1), 0);
+    next = 2;
+    engine_stats(a, &st);
+    size_t cap0 = st.binding_slots;
+    int d = 0;
+    char one[16], onet[16];
+    /* Fill so that the run's 8 rows end at the 90% bound exactly (past
+     * 80%: the run begins the rebuild). */
+    for (; st.rows < cap0 * 9 / 10 - 8; d++) {
+        snprintf(one, sizeof one, "f%d", d);
+        CHECK_EQ(map(a, one, U, one, NULL, next++), 0);
+        engine_stats(a, &st);
+    }
+    CHECK_EQ(st.binding_slots, cap0);
+    struct engine_map_req rr[8];
+    for (int i = 0; i < 8; i++) {
+        snprintf(utis2[i], 16, "big-%d", i);
+        struct engine_map_req q = RQ("bigrun", U, utis2[i], NULL, 0);
+        rr[i] = q;
+        lr[i] = next++;
+    }
+    int res8[8];
+    engine_map_run(a, rr, lr, 8, res8);
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(res8[i], 0);
+    for (int i = 0; i < 8; i++, d++) {
+        snprintf(one, sizeof one, "g%d", d);
+        snprintf(onet, sizeof onet, "gt%d", d);
+        CHECK_EQ(map(a, one, U, onet, NULL, next++), 0);
+    }
     done(a);
 }
 
