@@ -948,10 +948,11 @@ int engine_inquire_binding(engine_t *e, const void *uri, size_t uri_len,
 }
 
 #define BATCH 16
-void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
-                                 size_t n, engine_row_fn fn, void *arg,
-                                 int *results)
+void engine_inquire_device_batch_ex(engine_t *e, const struct engine_key *keys,
+                                    size_t n, engine_row_fn fn, void *arg,
+                                    int *results, unsigned flags)
 {
+    const bool rec = (flags & ENGINE_INQ_RECORD) && e->hlen;
     rd_lock();
     const struct tab *t = cur_tab(&e->dix);
     for (size_t base = 0; base < n; base += BATCH) {
@@ -968,7 +969,9 @@ void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
             __builtin_prefetch(&t->s[home_of(t, h[i])]);
         }
         /* Stage 2: prefetch the record the home slot points at. */
+        const struct rec *hr[BATCH];
         for (size_t i = 0; i < k; i++) {
+            hr[i] = NULL;
             if (!h[i])
                 continue;
             uint64_t w = ld_slot(&t->s[home_of(t, h[i])]);
@@ -978,6 +981,31 @@ void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
                 __builtin_prefetch(p);
                 __builtin_prefetch(p + 64);
                 __builtin_prefetch(p + 128);
+                hr[i] = (const struct rec *)p;
+            }
+        }
+        if (rec) {
+            /* The history adds the callback will make (ENGINE_INQ_RECORD):
+             * each waits on the ring's head line, then on the cell and
+             * overflow lines it rewrites. One more stage per dependent
+             * load, each over the whole batch, so the misses of the 16
+             * rings overlap instead of coming one add at a time. These
+             * are hints: a record or head that changed since only costs
+             * a wasted prefetch. */
+            struct ext *hx[BATCH];
+            for (size_t i = 0; i < k; i++) {
+                hx[i] = hr[i] ? rec_ext(hr[i]) : NULL;
+                if (hx[i])
+                    __builtin_prefetch(hx[i], 1, 3);
+            }
+            for (size_t i = 0; i < k; i++) {
+                if (!hx[i])
+                    continue;
+                /* relaxed: a hint; hist_put reads head again under the
+                 * ring's lock. */
+                uint64_t seq = __atomic_load_n(&hx[i]->head, __ATOMIC_RELAXED);
+                __builtin_prefetch(&hx[i]->cell[(seq % e->hlen) * HC_W], 1, 3);
+                __builtin_prefetch(&hx[i]->cell[(size_t)e->hlen * HC_W + seq % e->hlen]);
             }
         }
         /* Stage 3: the lookups proper, in key order. */
@@ -993,6 +1021,13 @@ void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
         }
     }
     rd_unlock(e);
+}
+
+void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
+                                 size_t n, engine_row_fn fn, void *arg,
+                                 int *results)
+{
+    engine_inquire_device_batch_ex(e, keys, n, fn, arg, results, 0);
 }
 
 int engine_device_info(engine_t *e, const void *dev, size_t dev_len,

@@ -128,6 +128,13 @@ struct engine_key { const void *p; size_t len; };
 void engine_inquire_device_batch(engine_t *e, const struct engine_key *keys,
                                  size_t n, engine_row_fn fn, void *arg,
                                  int *results);
+/* The same; flags: ENGINE_INQ_RECORD says fn will call
+ * engine_history_add_row for the rows, so the batch prefetches each
+ * device's history ring too (head, then the cell the add will rewrite),
+ * overlapping those misses across the batch. A hint: same results. */
+void engine_inquire_device_batch_ex(engine_t *e, const struct engine_key *keys,
+                                    size_t n, engine_row_fn fn, void *arg,
+                                    int *results, unsigned flags);
 
 /* Device metadata without rows: owner and prefs (fn sees a row with no URI
  * or UTI). Returns 0 or fn's nonzero value; -ENOENT if unknown. */

@@ -1143,7 +1143,7 @@ static void run_batch(struct conn *c, const struct wire_frame *fr, const struct 
     engine_stats(l->d.engine, &es); /* the LSN the answers reflect at least */
     struct rq bx = {.c = c, .w = c->w, .l = l, .p = p};
     struct batch_ctx b = {.x = &bx, .p = p, .now_us = loop_now_us()};
-    engine_inquire_device_batch(l->d.engine, keys, n, batch_row, &b, results);
+    engine_inquire_device_batch_ex(l->d.engine, keys, n, batch_row, &b, results, inq_flags(p));
     atomic_fetch_add_explicit(&c->w->batched, n, memory_order_relaxed); /* a counter */
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {

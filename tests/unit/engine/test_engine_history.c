@@ -164,6 +164,20 @@ static void test_add_row(void)
     CHECK_EQ(engine_history_get(e, "d", 1, 10, scollect, &c), 3);
     CHECK(strcmp(c.buf, "8:shop:https://a:t1;7:shop:https://b:t2;7:shop:https://a:t1;") == 0);
     CHECK_EQ(engine_history_add_row(e, NULL, NULL), -EINVAL);
+    /* The batch with the flag: the same results, each returned row
+     * recorded once, keys in order (the ring prefetch is only a hint). */
+    struct engine_key keys[3] = {{"d", 1}, {"zz", 2}, {"d", 1}};
+    int res[3];
+    x.k = 10;
+    engine_inquire_device_batch_ex(e, keys, 3, record_cb, &x, res, ENGINE_INQ_RECORD);
+    CHECK_EQ(res[0], 2);
+    CHECK_EQ(res[1], -ENOENT);
+    CHECK_EQ(res[2], 2);
+    CHECK_EQ(x.rc, 0);
+    memset(&c, 0, sizeof c);
+    CHECK_EQ(engine_history_get(e, "d", 1, 10, scollect, &c), 3); /* a ring of 3 */
+    CHECK(strcmp(c.buf, "10:shop:https://b:t2;10:shop:https://a:t1;10:shop:https://b:t2;") ==
+          0);
     engine_destroy(e);
 
     e = mk(0); /* no history: accepted, nothing kept */
@@ -297,7 +311,14 @@ static void *recorder(void *arg)
         char d[8];
         snprintf(d, sizeof d, "d%d", (int)(n % CD));
         x.k = (uint64_t)tid << 32 | ++n;
-        int rc = engine_inquire_device_ex(CE, d, strlen(d), crecord, &x, NULL, ENGINE_INQ_RECORD);
+        int rc;
+        if (n & 1) {
+            rc = engine_inquire_device_ex(CE, d, strlen(d), crecord, &x, NULL, ENGINE_INQ_RECORD);
+        } else {
+            /* the batch path, whose ring prefetch races the writer too */
+            struct engine_key key = {d, strlen(d)};
+            engine_inquire_device_batch_ex(CE, &key, 1, crecord, &x, &rc, ENGINE_INQ_RECORD);
+        }
         if (rc != 1 && rc != -ENOENT)
             x.err++;
         if (rc == 1)
