@@ -998,14 +998,32 @@ void engine_inquire_device_batch_ex(engine_t *e, const struct engine_key *keys,
                 if (hx[i])
                     __builtin_prefetch(hx[i], 1, 3);
             }
+            const uint64_t *ovp[BATCH];
             for (size_t i = 0; i < k; i++) {
+                ovp[i] = NULL;
                 if (!hx[i])
                     continue;
                 /* relaxed: a hint; hist_put reads head again under the
                  * ring's lock. */
                 uint64_t seq = __atomic_load_n(&hx[i]->head, __ATOMIC_RELAXED);
                 __builtin_prefetch(&hx[i]->cell[(seq % e->hlen) * HC_W], 1, 3);
-                __builtin_prefetch(&hx[i]->cell[(size_t)e->hlen * HC_W + seq % e->hlen]);
+                ovp[i] = &hx[i]->cell[(size_t)e->hlen * HC_W + seq % e->hlen];
+                __builtin_prefetch(ovp[i]);
+            }
+            /* An entry longer than a cell's inline bytes (typical: principal,
+             * URI and UTI over 40 bytes) is rewritten in the cell's overflow
+             * buffer: its lines too. The buffer is freed only after a grace
+             * period and we are inside the read section; a prefetch never
+             * faults anyway. relaxed: a hint, as above. */
+            for (size_t i = 0; i < k; i++) {
+                if (!ovp[i])
+                    continue;
+                const char *ob = (const char *)(uintptr_t)__atomic_load_n(ovp[i],
+                                                                           __ATOMIC_RELAXED);
+                if (ob) {
+                    __builtin_prefetch(ob, 1, 3);
+                    __builtin_prefetch(ob + 64, 1, 3);
+                }
             }
         }
         /* Stage 3: the lookups proper, in key order. */
