@@ -74,6 +74,19 @@ static void respond_err(struct rq *x, int err, const char *msg)
     respond(x, ics_status(err), 0, NULL, 0, NULL, 0, msg, strlen(msg));
 }
 
+/* A GET-family miss: nothing for the quiet variants; GETK echoes the key
+ * on its NOT_FOUND as memcached does (wire-v1 3.1: K variants echo it). */
+static void respond_miss(struct rq *x, uint8_t op, const void *key, uint16_t key_len)
+{
+    static const char msg[] = "not found";
+    if (wire_op_quiet(op))
+        return;
+    if (op == WIRE_OP_GETK)
+        respond(x, ics_status(-ENOENT), 0, NULL, 0, key, key_len, msg, sizeof msg - 1);
+    else
+        respond_err(x, -ENOENT, msg);
+}
+
 static int is_admin(const struct principal *p) { return principal_has(p, PRINCIPAL_ADMIN); }
 
 static int name_eq(const struct principal *p, const void *n, size_t len)
@@ -193,8 +206,7 @@ static void h_inquire_device(struct rq *x)
         goto nomem;
     if (r == -ENOENT || rc.n == 0) {
         buf_truncate(b, start);
-        if (!wire_op_quiet(op))
-            respond_err(x, -ENOENT, "not found");
+        respond_miss(x, op, x->r.key, x->r.key_len);
         return;
     }
     if (r < 0) {
@@ -1162,8 +1174,7 @@ static void run_batch(struct conn *c, const struct wire_frame *fr, const struct 
         for (size_t j = at; j < at + cnt; j++)
             vis += b.ri[j].via != VIA_NONE;
         if (!vis) {
-            if (!wire_op_quiet(op))
-                respond_err(&x, -ENOENT, "not found");
+            respond_miss(&x, op, rr[i].key, rr[i].key_len);
         } else {
             struct buf *o = conn_sink(c);
             size_t start = o->len;

@@ -173,6 +173,11 @@ static void test_visibility(int adm)
             CHECK(memmem(r.value, r.value_len, "b.example", 9) == NULL);
         } else {
             CHECK_EQ(r.status, WIRE_S_NOT_FOUND);
+            /* GETK echoes the key on a miss too, as memcached does */
+            const char *d = (i % 3 == 1) ? "dev-X" : "no-such-device";
+            CHECK_EQ(r.keylen, op == WIRE_OP_GETK ? strlen(d) : 0);
+            if (op == WIRE_OP_GETK)
+                CHECK_MEM(r.key, d, strlen(d));
         }
     }
     CHECK_EQ(itest_read(ta, &r), 0);

@@ -89,6 +89,11 @@ static void test_map_inquire(void)
     CHECK_EQ(itest_call(fd, &r, WIRE_OP_GETK, 0, NULL, 0, "dev-1", 5, NULL, 0), 0);
     CHECK_EQ(r.keylen, 5);
     CHECK_MEM(r.key, "dev-1", 5);
+    /* A miss: NOT_FOUND with the key echoed (memcached's GETK does). */
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_GETK, 0, NULL, 0, "dev-none", 8, NULL, 0),
+             WIRE_S_NOT_FOUND);
+    CHECK_EQ(r.keylen, 8);
+    CHECK_MEM(r.key, "dev-none", 8);
 
     struct buf v = BUF_INIT;
     itest_s16(&v, "uti-2");
