@@ -3,7 +3,7 @@
 # (bench/README.md "## Network"). Server pinned to core 0, client to core 1.
 #   bench/net/run.sh [--smoke]      --smoke: a seconds-long run
 # Env: ICS_BUILD or ICS_BUILD_DIR (CI; default build/release), KEYS or
-# ICS_BENCH_ROWS (CI), DURATION.
+# ICS_BENCH_ROWS (CI), DURATION, CONNS (the many-connection runs, 16).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SMOKE=0
@@ -18,6 +18,7 @@ ICSD=$BUILD/server/icsd
 LG=$BUILD/bench/net/ics-loadgen
 if [ $SMOKE = 1 ]; then DUR=${DURATION:-2}; KEYS=${KEYS:-${ICS_BENCH_ROWS:-10000}}
 else DUR=${DURATION:-10}; KEYS=${KEYS:-${ICS_BENCH_ROWS:-100000}}; fi
+CONNS=${CONNS:-16}
 NCPU=$(nproc)
 SCORE=0 CCORE=$(( NCPU > 1 ? 1 : 0 ))
 TMP=$(mktemp -d /tmp/ics-netbench-XXXXXX)
@@ -61,6 +62,13 @@ for d in 1 16; do
   run --port "$ICS_PORT" "${AUTH[@]}" --op get --depth $d --server-pid $ICSD_PID --label "icsd_get_d$d" | tee -a $RES
   run --port "$MC_PORT" --memcached --op get --depth $d --server-pid $MC_PID --label "memcached_get_d$d" | tee -a $RES
 done
+# The same with many connections (CONNS, default 16: a server faces many
+# providers at once): per-op cost shows what batching completions across
+# connections in one io_uring_enter saves next to memcached's epoll loop.
+for d in 1 16; do
+  run --port "$ICS_PORT" "${AUTH[@]}" --conns $CONNS --depth $d --server-pid $ICSD_PID --label "icsd_inquire_d${d}x$CONNS" | tee -a $RES
+  run --port "$MC_PORT" --memcached --op get --conns $CONNS --depth $d --server-pid $MC_PID --label "memcached_get_d${d}x$CONNS" | tee -a $RES
+done
 run --port "$ICS_PORT" "${AUTH[@]}" --op binding --depth 1 --server-pid $ICSD_PID --label icsd_binding_d1 | tee -a $RES
 run --port "$ICS_PORT" "${AUTH[@]}" --op mix --read-pct 95 --depth 16 --conns 4 --server-pid $ICSD_PID --label icsd_mix95_d16x4 | tee -a $RES
 
@@ -96,7 +104,7 @@ stop_icsd
 
 echo
 echo "# ratios icsd / memcached (targets: CPU/op <= 0.5, throughput >= 1.0 at d1 and >= 1.5 at d16, p50 <= 1.0, p99 <= 1.5)"
-python3 - "$RES" <<'PY'
+python3 - "$RES" "$CONNS" <<'PY'
 import sys, re
 r = {}
 for line in open(sys.argv[1]):
@@ -110,6 +118,12 @@ for d in (1, 16):
         if not i or not m: continue
         def q(k): return i[k] / m[k] if m.get(k) else float("nan")
         print(f"d{d:<2} icsd {who:8s}: cpu/op {q('server_cpu_us_per_op'):.2f}x  ops/s {q('ops_per_s'):.2f}x  p50 {q('p50_us'):.2f}x  p99 {q('p99_us'):.2f}x")
+nc = sys.argv[2]
+for d in (1, 16):
+    i, m = r.get(f"icsd_inquire_d{d}x{nc}"), r.get(f"memcached_get_d{d}x{nc}")
+    if not i or not m: continue
+    def q(k): return i[k] / m[k] if m.get(k) else float("nan")
+    print(f"d{d:<2} x{nc} conns inquire: cpu/op {q('server_cpu_us_per_op'):.2f}x  ops/s {q('ops_per_s'):.2f}x  p50 {q('p50_us'):.2f}x  p99 {q('p99_us'):.2f}x")
 a, b = r.get("memcaslap_B_getonly_icsd"), r.get("memcaslap_B_getonly_memcached")
 if a and b and b.get("tps"):
     print(f"memcaslap -B get-only: tps {a['tps'] / b['tps']:.2f}x")
