@@ -1019,30 +1019,35 @@ static int watcher_is(const struct watcher *x, uint32_t bit, const void *name, s
 void event_raise_to(struct loop *l, const void *name, size_t nlen, uint32_t bit,
                     const uint8_t *frame, size_t flen, int keep)
 {
-    unsigned n = 0, posted = 0;
-    pthread_mutex_lock(&l->wmu);
-    for (struct watcher *x = l->watchers; x; x = x->next)
-        n += (unsigned)watcher_is(x, bit, name, nlen);
     struct ev_share *sh = NULL;
-    if (n && keep && nlen <= UINT16_MAX && (sh = malloc(sizeof *sh + nlen)) != NULL) {
-        /* Every copy holds one count before any is posted, so no settler
-         * can see zero early. */
-        atomic_init(&sh->left, n);
+    if (keep && nlen <= UINT16_MAX && (sh = malloc(sizeof *sh + nlen)) != NULL) {
+        /* The raiser holds one count until every copy is posted, so no
+         * settler can reach zero early, however many copies there are. */
+        atomic_init(&sh->left, 1);
         atomic_init(&sh->taken, 0);
         sh->name_len = (uint16_t)nlen;
         memcpy(sh->name, name, nlen);
     }
+    unsigned posted = 0;
+    pthread_mutex_lock(&l->wmu);
     for (struct watcher *x = l->watchers; x; x = x->next) {
         if (!watcher_is(x, bit, name, nlen))
             continue;
-        if (post_event(l, x, frame, flen, sh) == 0) {
+        /* relaxed: the raiser's own count keeps sh alive here; the
+         * settlers' acq_rel decrements order the rest. */
+        if (sh)
+            atomic_fetch_add_explicit(&sh->left, 1, memory_order_relaxed);
+        if (post_event(l, x, frame, flen, sh) == 0)
             posted++;
-        } else {
-            ev_settle(l, sh, 0, 1, frame, flen); /* this copy never left */
-        }
+        else if (sh) /* this copy never left; the raiser's count keeps it >= 1 */
+            atomic_fetch_sub_explicit(&sh->left, 1, memory_order_relaxed);
     }
     pthread_mutex_unlock(&l->wmu);
-    if (!posted && keep && !sh) /* with sh, the last settle kept it */
+    if (sh)
+        ev_settle(l, sh, 0, 1, frame, flen); /* the raiser's count: the last
+                                                settle keeps the frame if no
+                                                copy was taken (or none sent) */
+    else if (!posted && keep)
         keep_in_mailbox(l, name, nlen, frame, flen);
 }
 
