@@ -64,8 +64,9 @@ static struct {
     int tls;
     const char *cert, *key, *ca;
     uint32_t rows;
+    double rate;           /* requests/s over all connections; 0 = as fast as answered */
 } o = {"127.0.0.1", 11311, 1, 1, 5, 95, 0, 0, 10000, 0, OP_INQUIRE, 0, NULL, NULL, 0, "",
-       0, NULL, NULL, NULL, 1};
+       0, NULL, NULL, NULL, 1, 0};
 
 static SSL_CTX *tls_ctx; /* client context, when --tls */
 
@@ -527,7 +528,24 @@ struct lconn {
     uint64_t *sent_at;     /* ring of depth send times, in order */
     unsigned head, inflight;
     int sending;
+    unsigned owed;         /* --rate: requests answered, not yet sent again */
+    int recv_idle;         /* no receive armed (nothing in flight) */
 };
+
+/* --rate: how many of want requests the schedule allows at time t (ns since
+ * the run began), so that both servers of a comparison get the same offered
+ * load rather than each as much as it answers. */
+static uint64_t rate_issued;
+static unsigned rate_allow(uint64_t since, unsigned want)
+{
+    if (o.rate <= 0)
+        return want;
+    uint64_t allowed = (uint64_t)((double)since * o.rate / 1e9) + 1;
+    uint64_t left = allowed > rate_issued ? allowed - rate_issued : 0;
+    unsigned k = want < left ? want : (unsigned)left;
+    rate_issued += k;
+    return k;
+}
 
 static struct io_uring ring;
 static uint32_t next_opaque;
@@ -640,7 +658,7 @@ static void usage(void)
             "  [--op inquire|binding|get|mix] [--read-pct P] [--keys N] [--zipf]\n"
             "  [--memcached] [--user U --secret S] [--preload N [--rows R]] [--preload-only]\n"
             "  [--tls --cert FILE --key FILE --ca FILE]\n"
-            "  [--server-pid PID] [--label TEXT]\n");
+            "  [--server-pid PID] [--label TEXT] [--rate R (requests/s in all)]\n");
     exit(2);
 }
 
@@ -655,6 +673,7 @@ int main(int argc, char **argv)
         else if (ARG("--conns")) o.conns = atoi(v);
         else if (ARG("--depth")) o.depth = atoi(v);
         else if (ARG("--duration")) o.duration_s = atoi(v);
+        else if (ARG("--rate")) o.rate = atof(v);
         else if (ARG("--read-pct")) o.read_pct = atoi(v);
         else if (ARG("--keys")) o.keys = (uint32_t)atoi(v);
         else if (ARG("--preload")) o.preload = (uint32_t)atoi(v);
@@ -720,16 +739,37 @@ int main(int argc, char **argv)
     uint64_t ops = 0, errors = 0, c0, c1;
     cpu_ticks(&c0);
     uint64_t t0 = now_ns(), end = t0 + (uint64_t)o.duration_s * 1000000000u;
-    /* Fill every pipeline and arm the receives. */
+    /* Fill every pipeline (with --rate, as the schedule allows, below). */
     for (int i = 0; i < o.conns; i++) {
-        queue_requests(&cs[i], (unsigned)o.depth, now_ns());
-        send_more(&cs[i], i);
-        arm_recv(&cs[i], i);
+        cs[i].owed = (unsigned)o.depth;
+        cs[i].recv_idle = 1;
     }
     int done = 0;
     while (!done) {
-        io_uring_submit_and_wait(&ring, 1);
+        int owing = 0;
+        uint64_t tn = now_ns();
+        for (int i = 0; i < o.conns; i++) {
+            struct lconn *c = &cs[i];
+            unsigned k = c->owed ? rate_allow(tn - t0, c->owed) : 0;
+            if (k) {
+                queue_requests(c, k, tn);
+                c->owed -= k;
+                send_more(c, i);
+                if (c->recv_idle) {
+                    arm_recv(c, i);
+                    c->recv_idle = 0;
+                }
+            }
+            owing |= c->owed != 0;
+        }
         struct io_uring_cqe *cqe;
+        if (owing) {
+            /* A request is due soon: wake for it even with nothing back. */
+            struct __kernel_timespec ts = {0, 20000};
+            io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, NULL);
+        } else {
+            io_uring_submit_and_wait(&ring, 1);
+        }
         unsigned head, n = 0;
         uint64_t t = now_ns();
         if (t >= end)
@@ -773,11 +813,17 @@ int main(int argc, char **argv)
                 answered++;
             }
             buf_consume(&c->in, off);
-            if (!done && answered)
-                queue_requests(c, answered, t);
+            if (!done && answered) {
+                unsigned k = rate_allow(t - t0, answered);
+                if (k)
+                    queue_requests(c, k, t);
+                c->owed += answered - k;
+            }
             send_more(c, i);
             if (c->inflight)
                 arm_recv(c, i);
+            else
+                c->recv_idle = 1;
         }
         io_uring_cq_advance(&ring, n);
     }
