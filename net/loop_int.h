@@ -37,12 +37,13 @@ static inline uint32_t ud_slot(uint64_t ud) { return (uint32_t)ud; }
 /* A message from another thread to a worker (store done, auth result,
  * event frame). Allocated by the producer, freed by the worker. */
 enum msg_type { MSG_DONE = 1, MSG_EVENT, MSG_AUTH };
-/* One MAP_PENDING / MAP_RESULT raised to n watching connections: the copy
- * that settles last puts the frame into the recipient's mailbox when no
- * copy reached a live connection (it closed after the event was posted),
- * so at-least-once delivery survives a WATCH connection going away. */
+/* One MAP_PENDING / MAP_RESULT raised to n watching connections: the
+ * raiser and each posted copy hold a count; whoever settles last puts the
+ * frame into the recipient's mailbox when no copy reached a live
+ * connection (it closed after the event was posted), so at-least-once
+ * delivery survives a WATCH connection going away. */
 struct ev_share {
-    atomic_uint left;             /* copies not settled yet */
+    atomic_uint left;             /* counts not settled yet (raiser + copies) */
     atomic_int taken;             /* some copy was queued on a live conn */
     uint16_t name_len;
     uint8_t name[];               /* the recipient principal */
