@@ -2024,6 +2024,36 @@ static bool hist_bad(const struct engine_hist *h)
 
 /* Appends h to ring hs. Caller is inside a read-side critical section and
  * holds a record that points at hs (so hs outlives this call). */
+/* The ring's tiny spinlock among adders (and the snapshot's reader).
+ * acquire: pairs with the release in ring_unlock, so the previous holder's
+ * cell and head stores are visible; the relaxed inner load only waits for
+ * the lock to look free, the exchange is what takes it. */
+static void ring_lock(struct ext *hs)
+{
+    while (__atomic_exchange_n(&hs->lock, 1u, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&hs->lock, __ATOMIC_RELAXED))
+            __builtin_ia32_pause();
+}
+static void ring_unlock(struct ext *hs)
+{
+    __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* release: our stores */
+}
+
+/* An entry as readers see it, from a cell's micros and lens words and its
+ * bytes (principal, URI, UTI back to back) copied into v. */
+static struct engine_hist hist_view(uint64_t micros, uint64_t lens, const uint64_t *v)
+{
+    const uint8_t *b = (const uint8_t *)v;
+    uint16_t pl = (uint16_t)(lens >> 8), ul = (uint16_t)(lens >> 24),
+             tl = (uint16_t)(lens >> 40);
+    struct engine_hist hv = {
+        .micros = micros, .event = (uint8_t)lens,
+        .principal = b, .principal_len = pl,
+        .uri = b + pl, .uri_len = ul,
+        .uti = b + pl + ul, .uti_len = tl};
+    return hv;
+}
+
 static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
 {
     /* The entry's bytes, built privately first, then stored word by word. */
@@ -2042,18 +2072,12 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
     uint64_t lens = (uint64_t)h->event | (uint64_t)h->principal_len << 8 |
                     (uint64_t)h->uri_len << 24 | (uint64_t)h->uti_len << 40;
 
-    /* acquire: pairs with the release in unlock: the previous holder's cell
-     * and head stores are visible to us. */
-    while (__atomic_exchange_n(&hs->lock, 1u, __ATOMIC_ACQUIRE))
-        /* relaxed: only waits for the lock to look free; the exchange
-         * above is what acquires it. */
-        while (__atomic_load_n(&hs->lock, __ATOMIC_RELAXED))
-            __builtin_ia32_pause();
+    ring_lock(hs);
     if (h->lsn) {
         /* A logged entry the ring already has (log replayed over a
          * snapshot): keys only grow, so not above the newest means held. */
         if (h->lsn < hs->klsn || (h->lsn == hs->klsn && h->part <= hs->kpart)) {
-            __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* unlock */
+            ring_unlock(hs);
             return 0;
         }
     }
@@ -2074,7 +2098,7 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
             cap = HE_MAX_W;
         nov = eng_alloc(e, hbuf_size(cap), true);
         if (!nov) {
-            __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* unlock */
+            ring_unlock(hs);
             return -ENOMEM;
         }
         nov->e = e;
@@ -2107,7 +2131,7 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
         hs->klsn = h->lsn;
         hs->kpart = h->part;
     }
-    __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* unlock */
+    ring_unlock(hs);
     if (nov && ov) {
         tsan_release(ov);
         /* relaxed: a count, raised before call_rcu (as in retire_flush) */
@@ -2198,13 +2222,8 @@ int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
             __atomic_thread_fence(__ATOMIC_ACQUIRE);
             if (__atomic_load_n(&c[0], __ATOMIC_RELAXED) != ver)
                 break;
-            const uint8_t *b = (const uint8_t *)v;
             if (fn) {
-                struct engine_hist hv = {
-                    .micros = micros, .event = (uint8_t)lens,
-                    .principal = b, .principal_len = pl,
-                    .uri = b + pl, .uri_len = ul,
-                    .uti = b + pl + ul, .uti_len = tl};
+                struct engine_hist hv = hist_view(micros, lens, v);
                 int rc = fn(arg, &hv);
                 if (rc) {
                     n = rc;
@@ -2219,18 +2238,6 @@ int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
 }
 
 /* --- whole records: snapshot and restore ----------------------------------- */
-
-static void ring_lock(struct ext *hs)
-{
-    /* acquire, as in hist_put: the previous holder's stores are visible. */
-    while (__atomic_exchange_n(&hs->lock, 1u, __ATOMIC_ACQUIRE))
-        while (__atomic_load_n(&hs->lock, __ATOMIC_RELAXED)) /* wait only */
-            __builtin_ia32_pause();
-}
-static void ring_unlock(struct ext *hs)
-{
-    __atomic_store_n(&hs->lock, 0u, __ATOMIC_RELEASE); /* release: our stores */
-}
 
 int engine_device_history(engine_t *e, const struct engine_device *d,
                           engine_hist_fn fn, void *arg, uint64_t *lsn,
@@ -2274,13 +2281,8 @@ int engine_device_history(engine_t *e, const struct engine_device *d,
             for (size_t k = 0; k < nw; k++)
                 v[k] = __atomic_load_n(&ob->w[k], __ATOMIC_RELAXED);
         }
-        const uint8_t *b = (const uint8_t *)v;
         if (fn) {
-            struct engine_hist hv = {
-                .micros = micros, .event = (uint8_t)lens,
-                .principal = b, .principal_len = pl,
-                .uri = b + pl, .uri_len = ul,
-                .uti = b + pl + ul, .uti_len = tl};
+            struct engine_hist hv = hist_view(micros, lens, v);
             int rc = fn(arg, &hv);
             if (rc) {
                 n = rc;
