@@ -95,27 +95,40 @@ struct pfv {
     uint32_t len; /* 0: none */
 };
 
-/* History ring (issue 7: recording an inquiry must cost little). Each
- * device's ring is one block of fixed cells, allocated with the device, and
- * an adder rewrites the cell in place: no allocation, no RCU free, and only
- * stores to the cell's lines (the CPU does not wait for them). Cells use a
- * seqlock: readers copy the words out and keep the copy only if the
- * cell's version did not move meanwhile; every shared word is accessed
- * atomically, so a reader racing a rewrite reads torn values, never a data
- * race, and discards them. A cell is one cache line (the ring is
- * line-aligned): an add dirties the ring's head line and one cell line, so
- * a busy ring evicts little of the table from the caches. Cell words:
+/* History ring (issues 2 and 7: a ring must cost little memory and an
+ * inquiry's record little time). A ring is a small header (struct ext)
+ * shared by every version of its device's record, and a block of fixed
+ * cells (struct hblk) that grows by doubling (2, 4, 8, ... cells) up to
+ * history_len as entries come: a device with one or two entries holds two
+ * cells, not history_len. While a block has fewer cells than history_len
+ * the ring has never wrapped (it grows when head reaches its size), so
+ * entry seq sits in cell seq of every block it was ever in; once it has
+ * history_len cells it wraps (cell seq % history_len). Growth happens under
+ * the ring's lock: the adder copies the cells into the new block (and each
+ * entry's overflow buffer into a new buffer, so that a reader still in the
+ * old block never sees bytes an adder rewrites), publishes the new block
+ * with a release store, and hands the old one to call_rcu.
+ *
+ * Steady state, an adder rewrites a cell in place: no allocation, no RCU
+ * free, only stores to the cell's lines. Cells use a seqlock: readers copy
+ * the words out and keep the copy only if the cell's version did not move
+ * meanwhile; every shared word is accessed atomically, so a reader racing a
+ * rewrite reads torn values, never a data race, and discards them. Cell
+ * words (HC_W = 12: 96 bytes, two lines or three, so that a typical
+ * inquiry entry, principal + URI + UTI of 40 to 64 bytes, fits inline):
  *   c[0] version: 2 * seq + 2 when stable, odd while being rewritten
  *   c[1] unix micros
  *   c[2] event | plen << 8 | ulen << 24 | tlen << 40
- *   c[3..7] principal, URI, UTI bytes when they fit (HC_INLINE), else in
- *          the cell's overflow buffer (after the cells), which is kept for
- *          reuse and replaced (freed by call_rcu) only when a longer entry
- *          needs more room. */
-#define HC_W 8u                           /* words per cell: 64 bytes */
-#define HC_INLINE ((HC_W - 3u) * 8u)      /* inline entry bytes */
+ *   c[3..10] principal, URI, UTI bytes when they fit (HC_INLINE), else in
+ *          the cell's overflow buffer:
+ *   c[11] struct hbuf * (NULL: none), kept for reuse and replaced (freed by
+ *          call_rcu) only when a longer entry needs more room. */
+#define HC_W 12u                          /* words per cell: 96 bytes */
+#define HC_OV (HC_W - 1u)                 /* the overflow pointer's word */
+#define HC_INLINE ((HC_W - 4u) * 8u)      /* inline entry bytes: 64 */
 #define HE_MAX (ENGINE_NAME_MAX + ENGINE_URI_MAX + ENGINE_ID_MAX)
 #define HE_MAX_W ((HE_MAX + 7u) / 8u)
+#define HB_FIRST 2u                       /* cells of a ring's first block */
 
 struct hbuf {
     struct rcu_head rcu;
@@ -125,20 +138,27 @@ struct hbuf {
     uint64_t w[];
 };
 
-/* A device's history ring, shared by all versions of its record.
- * Allocated with the device when history_len > 0, never replaced. */
+/* A ring's cells. Immutable size; replaced whole when the ring grows. */
+struct hblk {
+    struct rcu_head rcu; /* the old block's reclamation after a growth */
+    engine_t *e;
+    uint32_t cap;        /* cells: HB_FIRST, doubling, at most history_len */
+    uint32_t pad;
+    uint64_t cell[];     /* cap cells of HC_W words */
+};
+
+/* A device's history ring header, shared by all versions of its record.
+ * Allocated with the device when history_len > 0, never replaced (its
+ * block is). */
 struct ext {
     uint32_t lock;      /* tiny spinlock among concurrent history adders */
-    uint32_t shift;     /* bytes from the allocation's start to here */
-    uint64_t head;      /* entries ever added; cell (head-1) % len is newest */
+    uint32_t pad0;
+    uint64_t head;      /* entries ever added; cell (head-1) % cap is newest */
+    struct hblk *blk;   /* NULL until the first entry; readers: acquire */
     uint64_t klsn;      /* key (lsn, part) of the newest logged entry given */
     uint32_t kpart;     /* (both under lock: see engine_hist.lsn) */
-    uint32_t pad0;
-    uint64_t pad[4];    /* the cells start on a line of their own */
-    uint64_t cell[];    /* history_len cells of HC_W words, then
-                           history_len overflow pointers (struct hbuf *) */
+    uint32_t pad1;
 };
-#define EXT_ALIGN 64u
 
 /* One row, stored inline in its device record, packed (no padding: x86
  * loads unaligned words at full speed) and variable-sized (UTI inline).
@@ -986,44 +1006,34 @@ void engine_inquire_device_batch_ex(engine_t *e, const struct engine_key *keys,
         }
         if (rec) {
             /* The history adds the callback will make (ENGINE_INQ_RECORD):
-             * each waits on the ring's head line, then on the cell and
-             * overflow lines it rewrites. One more stage per dependent
-             * load, each over the whole batch, so the misses of the 16
-             * rings overlap instead of coming one add at a time. These
-             * are hints: a record or head that changed since only costs
-             * a wasted prefetch. */
+             * each waits on the ring's head line (head and block pointer),
+             * then on the cell lines it rewrites. One more stage per
+             * dependent load, each over the whole batch, so the misses of
+             * the 16 rings overlap instead of coming one add at a time.
+             * These are hints: a record, head or block that changed since
+             * only costs a wasted prefetch (a block is freed only after a
+             * grace period and we are inside the read section; a prefetch
+             * never faults anyway). An entry over a cell's 64 inline bytes
+             * also rewrites its overflow buffer, not prefetched: rare. */
             struct ext *hx[BATCH];
             for (size_t i = 0; i < k; i++) {
                 hx[i] = hr[i] ? rec_ext(hr[i]) : NULL;
                 if (hx[i])
                     __builtin_prefetch(hx[i], 1, 3);
             }
-            const uint64_t *ovp[BATCH];
             for (size_t i = 0; i < k; i++) {
-                ovp[i] = NULL;
                 if (!hx[i])
                     continue;
-                /* relaxed: a hint; hist_put reads head again under the
-                 * ring's lock. */
+                /* relaxed, both: hints; hist_put reads them again under
+                 * the ring's lock. */
                 uint64_t seq = __atomic_load_n(&hx[i]->head, __ATOMIC_RELAXED);
-                __builtin_prefetch(&hx[i]->cell[(seq % e->hlen) * HC_W], 1, 3);
-                ovp[i] = &hx[i]->cell[(size_t)e->hlen * HC_W + seq % e->hlen];
-                __builtin_prefetch(ovp[i]);
-            }
-            /* An entry longer than a cell's inline bytes (typical: principal,
-             * URI and UTI over 40 bytes) is rewritten in the cell's overflow
-             * buffer: its lines too. The buffer is freed only after a grace
-             * period and we are inside the read section; a prefetch never
-             * faults anyway. relaxed: a hint, as above. */
-            for (size_t i = 0; i < k; i++) {
-                if (!ovp[i])
-                    continue;
-                const char *ob = (const char *)(uintptr_t)__atomic_load_n(ovp[i],
-                                                                           __ATOMIC_RELAXED);
-                if (ob) {
-                    __builtin_prefetch(ob, 1, 3);
-                    __builtin_prefetch(ob + 64, 1, 3);
-                }
+                const struct hblk *b = __atomic_load_n(&hx[i]->blk, __ATOMIC_RELAXED);
+                if (!b || (seq >= b->cap && b->cap < e->hlen))
+                    continue; /* the add grows the ring: nothing to warm */
+                const char *c = (const char *)&b->cell[(seq % b->cap) * HC_W];
+                __builtin_prefetch(c, 1, 3); /* a cell spans 2 or 3 lines */
+                __builtin_prefetch(c + 64, 1, 3);
+                __builtin_prefetch(c + HC_W * 8 - 1, 1, 3);
             }
         }
         /* Stage 3: the lookups proper, in key order. */
@@ -1389,36 +1399,47 @@ static size_t rec_bytes(const struct rec *r)
     return rec_size(r->dev_len, rec_pf_bytes(r) + rows_bytes(r));
 }
 
-/* Bytes allocated for a ring, with room to align it to a cache line. */
-static size_t ext_size(uint32_t hlen)
-{
-    return sizeof(struct ext) + (size_t)hlen * (HC_W + 1) * sizeof(uint64_t) +
-           EXT_ALIGN - 1;
-}
-
 static size_t hbuf_size(uint32_t nw)
 {
     return sizeof(struct hbuf) + (size_t)nw * sizeof(uint64_t);
 }
 
-/* A device's history ring, zeroed and aligned to a cache line. */
+static size_t hblk_size(uint32_t cap)
+{
+    return sizeof(struct hblk) + (size_t)cap * HC_W * sizeof(uint64_t);
+}
+
+/* A device's history ring header, zeroed; its cells come with the first
+ * entry (ring_grow). */
 static struct ext *ext_new(engine_t *e)
 {
-    uint8_t *m = eng_alloc(e, ext_size(e->hlen), true);
-    if (!m)
-        return NULL;
-    size_t sh = (EXT_ALIGN - ((uintptr_t)m & (EXT_ALIGN - 1))) & (EXT_ALIGN - 1);
-    struct ext *hs = (struct ext *)(void *)(m + sh);
-    memset(hs, 0, ext_size(e->hlen) - sh);
-    hs->shift = (uint32_t)sh;
+    struct ext *hs = eng_alloc(e, sizeof *hs, true);
+    if (hs)
+        memset(hs, 0, sizeof *hs);
     return hs;
 }
 
-/* Only a ring no reader ever saw (a failed change). */
+/* A block and the overflow buffers its cells point at: one no reader can
+ * reach any more (after a grace period, at destroy, or never published). */
+static void hblk_free(engine_t *e, struct hblk *b)
+{
+    if (!b)
+        return;
+    for (uint32_t k = 0; k < b->cap; k++) {
+        struct hbuf *ob = (struct hbuf *)(uintptr_t)b->cell[(size_t)k * HC_W + HC_OV];
+        if (ob)
+            eng_free(e, ob, hbuf_size(ob->nw));
+    }
+    eng_free(e, b, hblk_size(b->cap));
+}
+
+/* A ring no reader can reach (a failed change, or destroy). */
 static void ext_free(engine_t *e, struct ext *hs)
 {
-    if (hs)
-        eng_free(e, (uint8_t *)hs - hs->shift, ext_size(e->hlen));
+    if (!hs)
+        return;
+    hblk_free(e, hs->blk);
+    eng_free(e, hs, sizeof *hs);
 }
 
 static struct rec *rec_alloc(engine_t *e, size_t dev_len, size_t rbytes,
@@ -2054,6 +2075,87 @@ static struct engine_hist hist_view(uint64_t micros, uint64_t lens, const uint64
     return hv;
 }
 
+static void hblk_cb(struct rcu_head *h)
+{
+    struct hblk *b = caa_container_of(h, struct hblk, rcu);
+    tsan_acquire(b);
+    engine_t *e = b->e;
+    tsan_acquire(&e->tsan_grace);
+    hblk_free(e, b);
+    __atomic_fetch_sub(&e->inflight, 1, __ATOMIC_RELEASE); /* as retire_cb */
+}
+
+/* Frees an old block of a ring after a grace period (no lock held). */
+static void hblk_retire(engine_t *e, struct hblk *old)
+{
+    if (!old)
+        return;
+    tsan_release(old);
+    /* relaxed: a count, raised before call_rcu (as in retire_flush) */
+    __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED);
+    urcu_memb_call_rcu(&old->rcu, hblk_cb);
+}
+
+/* Cells for n entries: at least HB_FIRST, doubling, at most history_len. */
+static uint32_t ring_cap_for(const engine_t *e, uint64_t n, uint32_t cur)
+{
+    uint64_t c = cur ? cur : HB_FIRST;
+    while (c < n && c < e->hlen)
+        c *= 2;
+    return c < e->hlen ? (uint32_t)c : e->hlen;
+}
+
+/* Gives ring hs room for its first n entries (n <= history_len: no entry
+ * is evicted while it grows). Caller holds the ring's lock. On success
+ * *old (if not NULL on return) is the replaced block, for hblk_retire once
+ * the lock is released; -ENOMEM leaves the ring as it was. */
+static int ring_grow(engine_t *e, struct ext *hs, uint64_t n, struct hblk **old)
+{
+    *old = NULL;
+    struct hblk *ob = hs->blk;
+    uint32_t ocap = ob ? ob->cap : 0;
+    uint32_t cap = ring_cap_for(e, n, ocap);
+    if (cap <= ocap)
+        return 0;
+    /* A block short of history_len has never wrapped. */
+    ENGINE_PANIC_IF(hs->head > ocap);
+    struct hblk *nb = eng_alloc(e, hblk_size(cap), true);
+    if (!nb)
+        return -ENOMEM;
+    memset(nb, 0, hblk_size(cap));
+    nb->e = e;
+    nb->cap = cap;
+    /* Copy the cells: entry seq stays in cell seq. Plain reads: only lock
+     * holders store to a block's cells, and we hold the lock; the new
+     * block is private until the release store below. */
+    if (ob)
+        memcpy(nb->cell, ob->cell, (size_t)ocap * HC_W * sizeof(uint64_t));
+    for (uint32_t k = 0; k < ocap; k++) {
+        uint64_t *c = &nb->cell[(size_t)k * HC_W];
+        const struct hbuf *src = (const struct hbuf *)(uintptr_t)c[HC_OV];
+        c[HC_OV] = 0;
+        uint64_t lens = c[2];
+        size_t nbytes = (size_t)(uint16_t)(lens >> 8) + (uint16_t)(lens >> 24) +
+                        (uint16_t)(lens >> 40);
+        if (!src || k >= hs->head || nbytes <= HC_INLINE)
+            continue; /* the buffer stays with the old block, freed with it */
+        /* Copied, not moved: a reader of the old block may still read it,
+         * and the new block's adders will rewrite their buffer in place. */
+        struct hbuf *cp = eng_alloc(e, hbuf_size(src->nw), true);
+        if (!cp) {
+            hblk_free(e, nb); /* and the copies made so far */
+            return -ENOMEM;
+        }
+        memcpy(cp, src, hbuf_size(src->nw));
+        cp->e = e;
+        c[HC_OV] = (uint64_t)(uintptr_t)cp;
+    }
+    /* release: a reader that loads nb sees its cells and their buffers. */
+    __atomic_store_n(&hs->blk, nb, __ATOMIC_RELEASE);
+    *old = ob;
+    return 0;
+}
+
 static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
 {
     /* The entry's bytes, built privately first, then stored word by word. */
@@ -2082,9 +2184,19 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
         }
     }
     uint64_t seq = hs->head;
-    uint64_t *c = &hs->cell[(seq % e->hlen) * HC_W];
+    struct hblk *blk = hs->blk, *oblk = NULL;
+    if (!blk || (seq >= blk->cap && blk->cap < e->hlen)) {
+        /* Rare: the ring's first entry, or its block is full and short of
+         * history_len. */
+        if (ring_grow(e, hs, seq + 1, &oblk) < 0) {
+            ring_unlock(hs);
+            return -ENOMEM;
+        }
+        blk = hs->blk;
+    }
+    uint64_t *c = &blk->cell[(seq % blk->cap) * HC_W];
     struct hbuf *ov = NULL, *nov = NULL;
-    uint64_t *ovp = &hs->cell[(size_t)e->hlen * HC_W + seq % e->hlen];
+    uint64_t *ovp = &c[HC_OV];
     /* Only an entry that does not fit inline reads anything of the cell: a
      * store-only rewrite does not wait for the cell's line to arrive.
      * relaxed: only lock holders store *ovp; the lock orders them. */
@@ -2099,6 +2211,7 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
         nov = eng_alloc(e, hbuf_size(cap), true);
         if (!nov) {
             ring_unlock(hs);
+            hblk_retire(e, oblk); /* the grown block stays: only room */
             return -ENOMEM;
         }
         nov->e = e;
@@ -2125,13 +2238,15 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
     }
     /* release: a reader that loads this version sees the words. */
     __atomic_store_n(&c[0], 2 * seq + 2, __ATOMIC_RELEASE);
-    /* release: a reader that sees the new head sees the entry. */
+    /* release: a reader that sees the new head sees the entry (and the
+     * block it is in, published before). */
     __atomic_store_n(&hs->head, seq + 1, __ATOMIC_RELEASE);
     if (h->lsn) { /* plain: only lock holders read or write the key */
         hs->klsn = h->lsn;
         hs->kpart = h->part;
     }
     ring_unlock(hs);
+    hblk_retire(e, oblk);
     if (nov && ov) {
         tsan_release(ov);
         /* relaxed: a count, raised before call_rcu (as in retire_flush) */
@@ -2187,11 +2302,16 @@ int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
     struct ext *hs = e->hlen ? rec_ext(r) : NULL;
     if (hs) {
         uint64_t v[HE_MAX_W];
-        /* acquire: pairs with the adder's release of head. */
+        /* acquire: pairs with the adder's release of head; then the block,
+         * acquire too (pairs with ring_grow's release): it is the one the
+         * head's entries were written in, or a newer one holding copies of
+         * them (a cell rewritten since fails its version check). */
         uint64_t head = __atomic_load_n(&hs->head, __ATOMIC_ACQUIRE);
-        for (uint64_t i = 0; i < e->hlen && i < head && (size_t)n < max; i++) {
+        const struct hblk *blk = __atomic_load_n(&hs->blk, __ATOMIC_ACQUIRE);
+        uint32_t cap = blk ? blk->cap : 0;
+        for (uint64_t i = 0; i < cap && i < head && (size_t)n < max; i++) {
             uint64_t seq = head - 1 - i;
-            const uint64_t *c = &hs->cell[(seq % e->hlen) * HC_W];
+            const uint64_t *c = &blk->cell[(seq % cap) * HC_W];
             /* acquire: pairs with the adder's release of the version. */
             uint64_t ver = __atomic_load_n(&c[0], __ATOMIC_ACQUIRE);
             if (ver != 2 * seq + 2)
@@ -2210,8 +2330,7 @@ int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
             } else {
                 /* acquire: pairs with the release that published it. */
                 const struct hbuf *ob = (const struct hbuf *)(uintptr_t)
-                    __atomic_load_n(&hs->cell[(size_t)e->hlen * HC_W +
-                                              seq % e->hlen], __ATOMIC_ACQUIRE);
+                    __atomic_load_n(&c[HC_OV], __ATOMIC_ACQUIRE);
                 if (!ob || ob->nw < nw)
                     break; /* torn */
                 for (size_t k = 0; k < nw; k++)
@@ -2260,10 +2379,13 @@ int engine_device_history(engine_t *e, const struct engine_device *d,
     /* relaxed, all loads below: the lock's acquire ordered them after the
      * last adder's stores, and no adder runs until we unlock. */
     uint64_t head = __atomic_load_n(&hs->head, __ATOMIC_RELAXED);
-    uint64_t seq = head > e->hlen ? head - e->hlen : 0;
+    const struct hblk *blk = __atomic_load_n(&hs->blk, __ATOMIC_RELAXED);
+    uint32_t cap = blk ? blk->cap : 0;
+    ENGINE_PANIC_IF(head > cap && cap < e->hlen); /* only a full ring wraps */
+    uint64_t seq = head > cap ? head - cap : 0;
     uint64_t v[HE_MAX_W];
     for (; seq < head; seq++) {
-        const uint64_t *c = &hs->cell[(seq % e->hlen) * HC_W];
+        const uint64_t *c = &blk->cell[(seq % cap) * HC_W];
         uint64_t micros = __atomic_load_n(&c[1], __ATOMIC_RELAXED);
         uint64_t lens = __atomic_load_n(&c[2], __ATOMIC_RELAXED);
         uint16_t pl = (uint16_t)(lens >> 8), ul = (uint16_t)(lens >> 24),
@@ -2275,8 +2397,7 @@ int engine_device_history(engine_t *e, const struct engine_device *d,
                 v[k] = __atomic_load_n(&c[3 + k], __ATOMIC_RELAXED);
         } else {
             const struct hbuf *ob = (const struct hbuf *)(uintptr_t)
-                __atomic_load_n(&hs->cell[(size_t)e->hlen * HC_W + seq % e->hlen],
-                                __ATOMIC_RELAXED);
+                __atomic_load_n(&c[HC_OV], __ATOMIC_RELAXED);
             ENGINE_PANIC_IF(!ob || ob->nw < nw);
             for (size_t k = 0; k < nw; k++)
                 v[k] = __atomic_load_n(&ob->w[k], __ATOMIC_RELAXED);
@@ -2318,6 +2439,18 @@ int engine_device_restore(engine_t *e, const struct engine_device_load *d)
     /* The ring outlives record versions (a new version keeps the pointer),
      * so take it before publishing rather than through the new record. */
     struct ext *ring = old ? rec_ext(old) : NULL;
+    if (ring && d->nhist) {
+        /* Room for the entries first, so that a memory limit refuses the
+         * restore before anything changed (entries then only fail on an
+         * overflow buffer). Room without entries is harmless. */
+        struct hblk *ob = NULL;
+        ring_lock(ring);
+        int grc = ring_grow(e, ring, ring->head + d->nhist, &ob);
+        ring_unlock(ring);
+        hblk_retire(e, ob);
+        if (grc < 0)
+            return grc;
+    }
     if (!old || d->meta) {
         /* Phase 1: everything that can fail. */
         if (!old && ix_reserve(e, &e->dix, 1) < 0)
@@ -2337,9 +2470,12 @@ int engine_device_restore(engine_t *e, const struct engine_device_load *d)
             }
         }
         struct ext *hs = NULL;
-        if (!old && !(hs = ext_new(e))) {
+        struct hblk *nob = NULL; /* a new ring has no block to replace */
+        if (!old && (!(hs = ext_new(e)) ||
+                     (d->nhist && ring_grow(e, hs, d->nhist, &nob) < 0))) {
             if (no)
                 eng_free(e, no, name_size(no->len));
+            ext_free(e, hs);
             return -ENOMEM;
         }
         size_t rb = old ? rows_bytes(old) : 0;
@@ -2498,15 +2634,7 @@ void engine_destroy(engine_t *e)
             continue;
         struct rec *r = ptr_of(t->s[i]);
         struct ext *x = rec_ext(r);
-        if (x) {
-            for (uint32_t k = 0; k < e->hlen; k++) {
-                struct hbuf *ob = (struct hbuf *)(uintptr_t)
-                                      x->cell[(size_t)e->hlen * HC_W + k];
-                if (ob)
-                    eng_free(e, ob, hbuf_size(ob->nw));
-            }
-            eng_free(e, (uint8_t *)x - x->shift, ext_size(e->hlen));
-        }
+        ext_free(e, x);
         eng_free(e, r, rec_bytes(r));
     }
     struct ntab *nts[2] = {&e->uris, &e->owners};

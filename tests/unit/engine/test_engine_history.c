@@ -189,6 +189,209 @@ static void test_add_row(void)
     engine_destroy(e);
 }
 
+static double now_s(void);
+
+/* Growable rings (issue 2): a ring's cells come in blocks of 2, 4, 8, ...
+ * up to history_len, grown as entries come. Bound, order and every entry's
+ * bytes (inline and overflow, which a growth copies) hold across each
+ * growth and the wrap after it, for history_len of every shape; the
+ * snapshot's reader (oldest first) agrees. */
+struct ocol {
+    uint64_t micros[64];
+    int n, bad;
+};
+static int ocheck(void *arg, const struct engine_hist *h)
+{
+    struct ocol *o = arg;
+    struct hrec r = {0};
+    hcheck(&r, h);
+    o->bad += r.bad;
+    if (o->n < 64)
+        o->micros[o->n] = h->micros;
+    o->n++;
+    return 0;
+}
+static int dev_hist(void *arg, const struct engine_device *d)
+{
+    engine_t *e = ((void **)arg)[0];
+    return engine_device_history(e, d, ocheck, ((void **)arg)[1], NULL, NULL) < 0;
+}
+static void test_ring_growth(void)
+{
+    const uint32_t lens[] = {1, 2, 3, 5, 16, 33};
+    for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+        uint32_t hl = lens[li];
+        engine_t *e = mk(hl);
+        CHECK_EQ(map(e, "d", "https://a", "x", 1), 0);
+        for (uint64_t k = 1; k <= 2 * (uint64_t)hl + 9; k++) {
+            CHECK_EQ(add(e, "d", k), 0);
+            uint64_t want = k < hl ? k : hl;
+            struct hrec r = {0};
+            CHECK_EQ(engine_history_get(e, "d", 1, 100, hcheck, &r), (int)want);
+            CHECK_EQ(r.bad, 0);
+            for (uint64_t i = 0; i < want; i++)
+                CHECK_EQ(r.micros[i], k - i); /* newest first */
+            struct ocol o = {{0}, 0, 0};
+            void *ctx[2] = {e, &o};
+            uint64_t cur = 0;
+            CHECK_EQ(engine_iterate_devices(e, &cur, 100, dev_hist, NULL, ctx), 1);
+            CHECK_EQ(o.n, (int)want);
+            CHECK_EQ(o.bad, 0);
+            for (uint64_t i = 0; i < want; i++)
+                CHECK_EQ(o.micros[i], k - want + 1 + i); /* oldest first */
+        }
+        engine_destroy(e);
+    }
+}
+
+/* What a ring costs a device with one or two entries (issue 2: it was
+ * 64 + 72 x history_len bytes, ~1.2 KB at 16, whatever the entries). Two
+ * engines get the same devices and maps, one with history_len 0; with 16
+ * the difference per device is the ring: its header and a first block of
+ * two cells, far under the old whole ring. */
+static void test_ring_memory(void)
+{
+    enum { N = 1000 };
+    engine_t *off = mk(0), *on = mk(16);
+    char d[16], t[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(d, sizeof d, "dev%d", i);
+        snprintf(t, sizeof t, "uti-%d", i);
+        CHECK_EQ(map(off, d, "https://shop.example/orders", t, (uint64_t)i + 1), 0);
+        CHECK_EQ(map(on, d, "https://shop.example/orders", t, (uint64_t)i + 1), 0);
+    }
+    struct engine_stats a, b, c;
+    engine_stats(off, &a);
+    engine_stats(on, &b);
+    /* No entry yet: a header only. */
+    double hdr = ((double)b.bytes - (double)a.bytes) / N;
+    CHECK(hdr > 0 && hdr <= 64);
+    struct engine_hist h = {.micros = 1, .event = ENGINE_H_INQUIRY,
+                            .principal = (const uint8_t *)"acme-iot", .principal_len = 8,
+                            .uri = (const uint8_t *)"https://shop.example/orders",
+                            .uri_len = 27, .uti = (const uint8_t *)"uti-7f3a", .uti_len = 8};
+    for (int i = 0; i < N; i++) {
+        snprintf(d, sizeof d, "dev%d", i);
+        CHECK_EQ(engine_history_add(on, d, strlen(d), &h), 0);
+        if (i % 2)
+            CHECK_EQ(engine_history_add(on, d, strlen(d), &h), 0);
+    }
+    engine_stats(on, &c);
+    double per = ((double)c.bytes - (double)a.bytes) / N;
+    printf("ring memory: %.0f B/device with 1-2 entries at history_len 16 (header %.0f)\n",
+           per, hdr);
+    CHECK(per <= 64 + 32 + 2 * 96);
+    CHECK(per < 1216.0 / 4);
+    engine_destroy(off);
+    engine_destroy(on);
+}
+
+/* A growth that the memory limit refuses: -ENOMEM, the ring unchanged. */
+static void test_ring_growth_limit(void)
+{
+    engine_t *e = mk(16);
+    CHECK_EQ(map(e, "d", "https://a", "x", 1), 0);
+    CHECK_EQ(add(e, "d", 7), 0); /* 7 % 7 == 0: an inline entry */
+    CHECK_EQ(add(e, "d", 14), 0);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    engine_destroy(e);
+    engine_t *l = NULL;
+    struct engine_config cfg = {.history_len = 16, .initial_devices = 4,
+                                .mem_limit = st.bytes + 64};
+    CHECK_EQ(engine_create(&l, &cfg), 0);
+    CHECK_EQ(map(l, "d", "https://a", "x", 1), 0);
+    CHECK_EQ(add(l, "d", 7), 0);
+    CHECK_EQ(add(l, "d", 14), 0);
+    CHECK_EQ(add(l, "d", 21), -ENOMEM); /* needs a block of 4 cells */
+    struct hrec r = {0};
+    CHECK_EQ(engine_history_get(l, "d", 1, 100, hcheck, &r), 2);
+    CHECK_EQ(r.bad, 0);
+    CHECK_EQ(r.micros[0], 14);
+    CHECK_EQ(r.micros[1], 7);
+    engine_destroy(l);
+}
+
+/* Rings growing while they are read and written: a writer keeps creating
+ * devices, two threads record on the newest ones (each add of a young ring
+ * may grow it, the old block then read by readers until its grace period
+ * ends), and the main thread reads them: every entry whole, each thread's
+ * entries newest first, never more than history_len. */
+#define GH 32
+#define GN 400
+static engine_t *GE;
+static atomic_int gstop, gmapped;
+static void *g_writer(void *arg)
+{
+    (void)arg;
+    engine_thread_online(GE);
+    for (int n = 0; n < GN && !atomic_load(&gstop); n++) {
+        char d[16];
+        snprintf(d, sizeof d, "g%d", n);
+        CHECK_EQ(map(GE, d, "https://g", d, (uint64_t)n + 1), 0);
+        atomic_store(&gmapped, n + 1);
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    engine_thread_offline(GE);
+    return NULL;
+}
+static void *g_adder(void *arg)
+{
+    int tid = (int)(intptr_t)arg;
+    engine_thread_online(GE);
+    uint64_t k = 0;
+    while (!atomic_load(&gstop)) {
+        int m = atomic_load(&gmapped);
+        if (m == 0)
+            continue;
+        char d[16];
+        snprintf(d, sizeof d, "g%d", m - 1 - (int)(k % 3 < (uint64_t)m ? k % 3 : 0));
+        CHECK_EQ(add(GE, d, (uint64_t)tid << 32 | ++k), 0);
+    }
+    engine_thread_offline(GE);
+    return NULL;
+}
+static void test_growth_race(void)
+{
+    GE = mk(GH);
+    pthread_t t[3];
+    CHECK_EQ(pthread_create(&t[0], NULL, g_writer, NULL), 0);
+    CHECK_EQ(pthread_create(&t[1], NULL, g_adder, (void *)1), 0);
+    CHECK_EQ(pthread_create(&t[2], NULL, g_adder, (void *)2), 0);
+    engine_thread_online(GE);
+    double end = now_s() + 1.0;
+    uint64_t gets = 0, seen = 0;
+    while (now_s() < end && atomic_load(&gmapped) < GN) {
+        int m = atomic_load(&gmapped);
+        for (int j = 0; j < 3 && j < m; j++) {
+            char d[16];
+            snprintf(d, sizeof d, "g%d", m - 1 - j);
+            struct hrec r = {0};
+            int n = engine_history_get(GE, d, strlen(d), 100, hcheck, &r);
+            CHECK(n >= 0 && n <= GH);
+            CHECK_EQ(r.bad, 0);
+            uint64_t last[3] = {UINT64_MAX, UINT64_MAX, UINT64_MAX};
+            for (int i = 0; i < n; i++) {
+                int tid = (int)(r.micros[i] >> 32);
+                CHECK(tid == 1 || tid == 2);
+                CHECK(r.micros[i] < last[tid]);
+                last[tid] = r.micros[i];
+            }
+            gets++;
+            seen += (uint64_t)n;
+        }
+    }
+    atomic_store(&gstop, 1);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    engine_thread_offline(GE);
+    engine_destroy(GE);
+    CHECK(seen > 0);
+    printf("growth race: %llu HISTORY reads, %llu entries checked\n",
+           (unsigned long long)gets, (unsigned long long)seen);
+}
+
 /* Prefs live inline in the record: every rewrite of the record keeps them,
  * every read path shows them, and a device without prefs shows none. */
 struct pcol {
@@ -409,6 +612,10 @@ int main(void)
     test_prefs_inline(0);
     test_prefs_inline(4);
     test_concurrent();
+    test_ring_growth();
+    test_ring_memory();
+    test_ring_growth_limit();
+    test_growth_race();
     printf("test_engine_history: ok\n");
     return 0;
 }
