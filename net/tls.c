@@ -130,6 +130,13 @@ struct tls_conn {
     SSL *ssl;
     uint8_t *in;                       /* ciphertext fed, [in_off, in_len) unread */
     size_t in_off, in_len, in_cap;
+    /* 1 when BoringSSL holds no part of a record: the last SSL_read
+     * returned data and left no decrypted bytes behind. Then the unread
+     * input starts with a record header, and tls_conn_read can tell
+     * without asking BoringSSL that no whole record waits (an SSL_read
+     * that can only say WANT_READ costs about as much as decrypting a
+     * small record). */
+    int at_boundary;
     struct tls_out_chunk *out_head, *out_tail;
     size_t out_total;
     /* tls_conn_out_msg's gathered send: here, not on the caller's stack,
@@ -819,6 +826,31 @@ static int handshake(struct tls_conn *c)
     return conn_fail(c);
 }
 
+/* The largest TLSCiphertext.length (RFC 8446 5.2: 2^14 + 256). */
+#define TLS_RECORD_BODY_MAX (16384u + 256u)
+
+/* At a record boundary: does the unread input hold a whole record? A
+ * length no TLS record can have counts as yes, so that SSL_read sees it
+ * and fails the connection. */
+static int in_has_record(const struct tls_conn *c)
+{
+    size_t avail = c->in_len - c->in_off;
+    if (avail < 5)
+        return 0;
+    const uint8_t *h = c->in + c->in_off;
+    size_t len = (size_t)h[3] << 8 | h[4];
+    return len > TLS_RECORD_BODY_MAX || avail >= 5 + len;
+}
+
+/* BoringSSL reports errors through a per-thread queue that SSL_get_error
+ * consults, so it must be empty before each call; clearing it always
+ * walks every slot, checking first is a thread-local read. */
+static void err_reset(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 int tls_conn_feed(struct tls_conn *c, const void *in, size_t n)
 {
     if (c->failed)
@@ -850,23 +882,39 @@ int tls_conn_feed(struct tls_conn *c, const void *in, size_t n)
     return 0;
 }
 
+/* Idle connections hold no input buffer. */
+static void in_drained(struct tls_conn *c)
+{
+    if (c->in_len == 0 && c->in) {
+        mem_free(&c->ctx->mem, c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+}
+
 ssize_t tls_conn_read(struct tls_conn *c, void *out, size_t cap)
 {
     if (c->failed)
         return c->failed;
     if (!c->ready || cap == 0)
         return 0;
-    ERR_clear_error();
+    /* BoringSSL takes a record from the BIO in two reads, header then
+     * body, never beyond it: at a boundary without a whole record waiting,
+     * SSL_read could only say WANT_READ. */
+    if (c->at_boundary && !in_has_record(c)) {
+        in_drained(c);
+        return 0;
+    }
+    err_reset();
     int r = SSL_read(c->ssl, out, cap > INT32_MAX ? INT32_MAX : (int)cap);
-    if (r > 0)
+    if (r > 0) {
+        c->at_boundary = SSL_pending(c->ssl) == 0;
         return r;
+    }
+    c->at_boundary = 0;                /* it may hold a partial record */
     switch (SSL_get_error(c->ssl, r)) {
     case SSL_ERROR_WANT_READ:
-        if (c->in_len == 0 && c->in) { /* drained: idle connections hold nothing */
-            mem_free(&c->ctx->mem, c->in);
-            c->in = NULL;
-            c->in_cap = 0;
-        }
+        in_drained(c);
         return 0;
     case SSL_ERROR_ZERO_RETURN:
         c->err = "peer closed the TLS session";
@@ -885,7 +933,7 @@ int tls_conn_write(struct tls_conn *c, const void *plain, size_t n)
     const uint8_t *p = plain;
     while (n) {
         int k = n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
-        ERR_clear_error();
+        err_reset();
         int r = SSL_write(c->ssl, p, k);
         if (r <= 0)
             return conn_fail(c);

@@ -805,6 +805,75 @@ static void test_input_buffering(void)
     tls_ctx_destroy(ctx);
 }
 
+/* Records split and joined at any byte after a record boundary: the read
+ * that skips SSL_read when no whole record waits must never skip one that
+ * does, nor a header no record can have (that must fail, not wait). */
+static void test_record_boundaries(void)
+{
+    struct tls_ctx *ctx = make_ctx(0, NULL);
+    struct client cl;
+    struct tls_conn *c;
+    CHECK_EQ(connect_as(ctx, "alice", TLS1_3_VERSION, NULL, &cl, &c), 0);
+    round_trip(&cl, c, 100);           /* the server now sits at a boundary */
+    static uint8_t src[3000], dst[3000];
+    for (size_t i = 0; i < sizeof src; i++)
+        src[i] = (uint8_t)(i * 7 + 1);
+    const uint8_t *p;
+    size_t n;
+
+    /* One record fed in three pieces: header split, body less a byte, the
+     * last byte. Only the last feed makes it readable. */
+    CHECK_EQ(SSL_write(cl.ssl, src, 1000), 1000);
+    CHECK(BIO_mem_contents(cl.wb, &p, &n));
+    CHECK_EQ(n, 1000 + 22);
+    CHECK_EQ(tls_conn_feed(c, p, 3), 0);
+    CHECK_EQ(tls_conn_read(c, dst, sizeof dst), 0);
+    CHECK_EQ(tls_conn_feed(c, p + 3, n - 4), 0);
+    CHECK_EQ(tls_conn_read(c, dst, sizeof dst), 0);
+    CHECK_EQ(tls_conn_feed(c, p + n - 1, 1), 0);
+    CHECK_EQ(tls_conn_read(c, dst, sizeof dst), 1000);
+    CHECK_MEM(src, dst, 1000);
+    CHECK_EQ(tls_conn_read(c, dst, sizeof dst), 0);
+    CHECK(BIO_reset(cl.wb) == 1);
+
+    /* Two records and the first byte of a third in one feed, then the
+     * rest: each read returns one record, in order. */
+    CHECK_EQ(SSL_write(cl.ssl, src, 1000), 1000);
+    CHECK_EQ(SSL_write(cl.ssl, src + 1000, 1000), 1000);
+    CHECK_EQ(SSL_write(cl.ssl, src + 2000, 1000), 1000);
+    CHECK(BIO_mem_contents(cl.wb, &p, &n));
+    CHECK_EQ(n, 3 * 1022);
+    CHECK_EQ(tls_conn_feed(c, p, 2 * 1022 + 1), 0);
+    CHECK_EQ(tls_conn_read(c, dst, sizeof dst), 1000);
+    CHECK_EQ(tls_conn_read(c, dst + 1000, sizeof dst - 1000), 1000);
+    CHECK_EQ(tls_conn_read(c, dst + 2000, sizeof dst - 2000), 0);
+    CHECK_EQ(tls_conn_feed(c, p + 2 * 1022 + 1, 1021), 0);
+    CHECK_EQ(tls_conn_read(c, dst + 2000, sizeof dst - 2000), 1000);
+    CHECK_MEM(src, dst, 3000);
+    CHECK(BIO_reset(cl.wb) == 1);
+
+    /* A record read in pieces smaller than it (decrypted bytes left in
+     * BoringSSL: not at a boundary until they are taken). */
+    CHECK_EQ(SSL_write(cl.ssl, src, 3000), 3000);
+    CHECK_EQ(to_server(&cl, c), 0);
+    size_t got = 0;
+    ssize_t r;
+    while ((r = tls_conn_read(c, dst + got, 700)) > 0)
+        got += (size_t)r;
+    CHECK_EQ(r, 0);
+    CHECK_EQ(got, 3000);
+    CHECK_MEM(src, dst, 3000);
+
+    /* A header announcing more than any record may hold: an error now,
+     * not a wait for bytes that would never make it whole. */
+    static const uint8_t bad[] = { 0x17, 0x03, 0x03, 0xff, 0xff, 0, 0, 0 };
+    CHECK_EQ(tls_conn_feed(c, bad, sizeof bad), 0);
+    CHECK(tls_conn_read(c, dst, sizeof dst) < 0);
+    tls_conn_free(c);
+    client_free(&cl);
+    tls_ctx_destroy(ctx);
+}
+
 /* Fail the Nth allocation of the module (tls_cfg.realloc_fn), for every N
  * until a whole session runs without one failing: each failure must come
  * back as -ENOMEM (or NULL from tls_conn_new), never a crash or a leak
@@ -1098,6 +1167,7 @@ int main(int argc, char **argv)
     test_bad_input();
     test_out_msg();
     test_input_buffering();
+    test_record_boundaries();
     test_alloc_failures();
     test_out_stability();
 
