@@ -793,6 +793,12 @@ static void on_tick(struct worker *w)
             conn_maybe_free(c);
             continue;
         }
+#ifdef ICS_HAVE_TLS
+        /* Quiet since the last tick: give back the TLS buffers a busy
+         * connection keeps from burst to burst (tls.h). */
+        if (c->tls && !c->send_inflight && now - c->last_in_us > 250000u)
+            tls_conn_trim(c->tls);
+#endif
         if (stale_in || stale_out) {
             atomic_fetch_add_explicit(&l->closed_idle, 1, memory_order_relaxed);
             loop_log(l, LOOP_LOG_INFO, "closing idle connection %u (%s)", i,

@@ -49,6 +49,10 @@
  * thread cache size classes; each holds at least one full record. */
 #define TLS_OUT_CHUNK_BYTES (32u * 1024u)
 #define TLS_DEFAULT_ROTATE_S 3600u
+/* The input buffer's first size (a full record and then some); a drained
+ * buffer up to twice that is kept for the next burst. */
+#define TLS_IN_BYTES 16384u
+#define TLS_IN_KEEP_BYTES (2u * TLS_IN_BYTES)
 
 /* The allocation seam (tls_cfg.realloc_fn), NULL fn = libc. */
 struct tls_alloc {
@@ -862,7 +866,7 @@ int tls_conn_feed(struct tls_conn *c, const void *in, size_t n)
             c->in_off = 0;
         }
         if (n > c->in_cap - c->in_len) {
-            size_t cap = c->in_cap ? c->in_cap : 16384;
+            size_t cap = c->in_cap ? c->in_cap : TLS_IN_BYTES;
             while (cap - c->in_len < n)
                 cap *= 2;
             uint8_t *p = mem_realloc(&c->ctx->mem, c->in, cap);
@@ -882,10 +886,12 @@ int tls_conn_feed(struct tls_conn *c, const void *in, size_t n)
     return 0;
 }
 
-/* Idle connections hold no input buffer. */
+/* All input read. A buffer of the usual size stays for the next burst (a
+ * busy connection would otherwise allocate and free it once per burst)
+ * until tls_conn_trim; one grown by a big message goes now. */
 static void in_drained(struct tls_conn *c)
 {
-    if (c->in_len == 0 && c->in) {
+    if (c->in_len == 0 && c->in_cap > TLS_IN_KEEP_BYTES) {
         mem_free(&c->ctx->mem, c->in);
         c->in = NULL;
         c->in_cap = 0;
@@ -1001,12 +1007,31 @@ void tls_conn_out_consume(struct tls_conn *c, size_t n)
         n -= take;
         if (k->off < k->len)
             break;
-        /* A sent chunk is freed even when it is the tail: idle connections
-         * then hold no output memory. */
+        /* The last chunk, of the usual size, stays for the next burst
+         * (tls_conn_trim frees it once the connection is quiet); others
+         * go now. */
+        if (!k->next && sizeof *k + k->cap == TLS_OUT_CHUNK_BYTES) {
+            k->off = k->len = 0;
+            break;
+        }
         c->out_head = k->next;
         if (!c->out_head)
             c->out_tail = NULL;
         mem_free(&c->ctx->mem, k);
+    }
+}
+
+void tls_conn_trim(struct tls_conn *c)
+{
+    if (c->in && c->in_len == 0) {
+        mem_free(&c->ctx->mem, c->in);
+        c->in = NULL;
+        c->in_cap = 0;
+    }
+    struct tls_out_chunk *k = c->out_head;
+    if (k && !k->next && k->off == k->len) {
+        mem_free(&c->ctx->mem, k);
+        c->out_head = c->out_tail = NULL;
     }
 }
 

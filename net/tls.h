@@ -11,8 +11,10 @@
  * tls_conn_free, tls_ctx_reload and tls_ctx_rotate_tickets may be called
  * concurrently (a mutex guards the SSL_CTX swap and the ticket keys; the
  * only lock-free steps are reference counts, their orders named in tls.c).
- * A tls_conn belongs to one thread at a time. Idle connections hold no
- * buffers of this module (input and output are freed once drained).
+ * A tls_conn belongs to one thread at a time. A busy connection keeps its
+ * drained input buffer and output piece (16 + 32 KiB) from burst to burst;
+ * tls_conn_trim frees them, so idle connections hold no buffers of this
+ * module once the caller trims them (the loop does, from its tick).
  *
  * Per connection, in the loop (every call may queue ciphertext to send, so
  * after EACH of feed/read/write/shutdown check tls_conn_out):
@@ -37,6 +39,7 @@
  *                (or m = tls_conn_out_msg(c); sendmsg(m): one gathered
  *                send over every piece, e.g. IORING_OP_SENDMSG)
  *                on completion tls_conn_out_consume(c, sent)  (then repeat)
+ *   quiet for a while (nothing in flight): tls_conn_trim(c)
  *   on recv == 0 / error / timeout: tls_conn_free(c)
  *
  * The pointer from tls_conn_out stays valid (it is never moved or freed)
@@ -169,6 +172,12 @@ size_t tls_conn_out_pending(const struct tls_conn *c);
 /* n bytes were sent, counted from the start of the queue (may span pieces;
  * more than is queued counts as all). */
 void tls_conn_out_consume(struct tls_conn *c, size_t n);
+
+/* Frees the input buffer and the output piece if nothing waits in them
+ * (what a quiet connection would otherwise keep); never fails, and the
+ * connection works on as before. Safe at any time: bytes not yet consumed
+ * (a send in flight) stay where they are. */
+void tls_conn_trim(struct tls_conn *c);
 
 /* 1 once the handshake is complete (and the client certificate verified). */
 int tls_conn_ready(const struct tls_conn *c);

@@ -874,6 +874,77 @@ static void test_record_boundaries(void)
     tls_ctx_destroy(ctx);
 }
 
+/* Live bytes of the module, through the allocation seam (a size header in
+ * front of each block). */
+struct counter {
+    long allocs;
+    size_t live;
+};
+
+static void *counting_realloc(void *arg, void *p, size_t n)
+{
+    struct counter *k = arg;
+    size_t *h = p ? (size_t *)p - 2 : NULL;
+    if (h)
+        k->live -= h[0];
+    if (n == 0) {
+        free(h);
+        return NULL;
+    }
+    size_t *q = realloc(h, n + 2 * sizeof *q);
+    if (!q) {
+        if (h)
+            k->live += h[0];
+        return NULL;
+    }
+    k->allocs++;
+    q[0] = n;
+    k->live += n;
+    return q + 2;
+}
+
+/* A busy connection keeps its drained input buffer and output piece from
+ * burst to burst (no allocation per burst); tls_conn_trim gives them back,
+ * and the connection works on afterwards. */
+static void test_buffers_kept_and_trimmed(void)
+{
+    struct counter k = { 0, 0 };
+    struct tls_cfg cfg = {
+        .cert_file = path("live-server.pem"), .key_file = path("live-server.key"),
+        .ca_file = path("ca.pem"), .realloc_fn = counting_realloc, .alloc_arg = &k,
+    };
+    struct tls_ctx *ctx = NULL;
+    CHECK_EQ(tls_ctx_create(&ctx, &cfg, NULL, 0), 0);
+    struct client cl;
+    struct tls_conn *c;
+    CHECK_EQ(connect_as(ctx, "alice", TLS1_3_VERSION, NULL, &cl, &c), 0);
+    tls_conn_trim(c);
+    size_t idle = k.live;
+    round_trip(&cl, c, 300);
+    CHECK(k.live >= idle + 16384 + 16384);   /* input buffer + output piece */
+    long before = k.allocs;
+    for (int i = 0; i < 20; i++)
+        round_trip(&cl, c, 300);
+    CHECK_EQ(k.allocs, before);              /* bursts reuse them */
+    /* Queued output is never trimmed away; drained buffers are. */
+    CHECK_EQ(tls_conn_write(c, "x", 1), 0);
+    tls_conn_trim(c);
+    CHECK_EQ(tls_conn_out_pending(c), 1 + 22);
+    to_client(&cl, c);
+    tls_conn_trim(c);
+    CHECK_EQ(k.live, idle);
+    uint8_t x;
+    CHECK_EQ(SSL_read(cl.ssl, &x, 1), 1);
+    CHECK_EQ(x, 'x');
+    round_trip(&cl, c, 70000);               /* several records each way */
+    tls_conn_trim(c);
+    CHECK_EQ(k.live, idle);
+    tls_conn_free(c);
+    client_free(&cl);
+    tls_ctx_destroy(ctx);
+    CHECK_EQ(k.live, 0);
+}
+
 /* Fail the Nth allocation of the module (tls_cfg.realloc_fn), for every N
  * until a whole session runs without one failing: each failure must come
  * back as -ENOMEM (or NULL from tls_conn_new), never a crash or a leak
@@ -1168,6 +1239,7 @@ int main(int argc, char **argv)
     test_out_msg();
     test_input_buffering();
     test_record_boundaries();
+    test_buffers_kept_and_trimmed();
     test_alloc_failures();
     test_out_stability();
 
