@@ -24,7 +24,9 @@
  *
  * TLS runs BoringSSL over a BIO of our own per connection, so the io_uring
  * loop moves ciphertext exactly as it moves plaintext without TLS: a recv
- * completion is queued to the BIO and decrypted; requests are encrypted
+ * completion is read by the BIO where it landed and decrypted, with no
+ * SSL_read beyond the last whole record (net/tls does the same on the
+ * server); requests are encrypted
  * once per burst (one SSL_write for everything a completion made room
  * for, as a pipelining client would) straight into the send queue. The
  * client's own crypto runs on its core, not the server's.
@@ -213,6 +215,13 @@ struct chan {
     struct buf inq, own;
     size_t inoff;
     struct buf *wout;
+    /* A receive buffer lent for one take_input when inq is empty: the BIO
+     * reads it in place, and only bytes left unread are copied to inq. */
+    const uint8_t *lent;
+    size_t lent_len, lent_off;
+    /* BoringSSL holds no part of a record (its last SSL_read returned
+     * data and left none): the next input byte starts a record header. */
+    int at_boundary;
 };
 
 static void die_tls(const char *what)
@@ -231,6 +240,13 @@ static int bio_read(BIO *b, char *out, int len)
 {
     struct chan *ch = BIO_get_data(b);
     BIO_clear_retry_flags(b);
+    if (ch->lent_off < ch->lent_len) {
+        size_t n = ch->lent_len - ch->lent_off;
+        n = (size_t)len < n ? (size_t)len : n;
+        memcpy(out, ch->lent + ch->lent_off, n);
+        ch->lent_off += n;
+        return (int)n;
+    }
     size_t avail = ch->inq.len - ch->inoff;
     if (avail == 0) {
         BIO_set_retry_read(b);
@@ -343,6 +359,7 @@ static ssize_t chan_recv(struct chan *ch, void *out, size_t cap)
     if (!ch->ssl)
         return recv(ch->fd, out, cap, 0);
     uint8_t tmp[16384];
+    ch->at_boundary = 0; /* not tracked here (setup only) */
     for (;;) {
         int r = SSL_read(ch->ssl, out, cap > 1u << 30 ? 1 << 30 : (int)cap);
         if (r > 0)
@@ -607,28 +624,65 @@ static void arm_recv(struct lconn *c, int i)
     io_uring_sqe_set_data64(sqe, (uint64_t)i << 1 | 1);
 }
 
-/* Received bytes in: plaintext to c->in (decrypted with TLS). */
+/* At a record boundary: do the unread input bytes hold a whole record?
+ * (A length no record can have counts as yes: SSL_read reports it.) */
+static int has_record(const struct chan *ch)
+{
+    const uint8_t *p;
+    size_t avail;
+    if (ch->lent_off < ch->lent_len) {
+        p = ch->lent + ch->lent_off;
+        avail = ch->lent_len - ch->lent_off;
+    } else {
+        p = ch->inq.p + ch->inoff;
+        avail = ch->inq.len - ch->inoff;
+    }
+    if (avail < 5)
+        return 0;
+    size_t len = (size_t)p[3] << 8 | p[4];
+    return len > 16384 + 256 || avail >= 5 + len;
+}
+
+/* Received bytes in: plaintext to c->in (decrypted with TLS). The same
+ * work per byte as the server's net/tls: the bytes are read where they
+ * were received (lent to the BIO) unless a partial record waits in inq,
+ * and no SSL_read is made that could only say WANT_READ. */
 static void take_input(struct lconn *c, size_t n)
 {
     if (!o.tls) {
         buf_append(&c->in, c->rbuf, n);
         return;
     }
-    tls_take(c->ch, c->rbuf, n);
+    struct chan *ch = c->ch;
+    if (ch->inq.len == ch->inoff) {
+        ch->lent = c->rbuf;
+        ch->lent_len = n;
+        ch->lent_off = 0;
+    } else {
+        tls_take(ch, c->rbuf, n);
+    }
     for (;;) {
+        if (ch->at_boundary && !has_record(ch))
+            break;
         if (buf_reserve(&c->in, 16384) < 0) {
             fprintf(stderr, "loadgen: out of memory\n");
             exit(1);
         }
-        int r = SSL_read(c->ch->ssl, c->in.p + c->in.len, 16384);
+        int r = SSL_read(ch->ssl, c->in.p + c->in.len, 16384);
         if (r > 0) {
             c->in.len += (size_t)r;
+            ch->at_boundary = SSL_pending(ch->ssl) == 0;
             continue;
         }
-        if (SSL_get_error(c->ch->ssl, r) != SSL_ERROR_WANT_READ)
+        ch->at_boundary = 0;
+        if (SSL_get_error(ch->ssl, r) != SSL_ERROR_WANT_READ)
             die_tls("TLS connection failed (certificate refused, or closed by the server)");
         break;
     } /* anything the reads owe the server (a KeyUpdate answer) is in c->out */
+    if (ch->lent_off < ch->lent_len)   /* a partial record: keep it */
+        tls_take(ch, ch->lent + ch->lent_off, ch->lent_len - ch->lent_off);
+    ch->lent = NULL;
+    ch->lent_len = ch->lent_off = 0;
 }
 
 static void cpu_ticks(uint64_t *t)
