@@ -7,10 +7,13 @@
  *   record type's payload (mode 1); fuzz/corpus/fuzz_snap_load/: a snapshot
  *   (mode 0) and its first ROWS payload (mode 1).
  *   gen_persist_files REPO_ROOT devs
- * writes only fuzz/corpus/fuzz_snap_load/{snapshot_devs,devs_block}: a
+ * writes only fuzz/corpus/fuzz_snap_load/{snapshot_devs2,devs2_block}: a
  *   snapshot of an engine with history (records without rows, map/demap/
- *   expiry entries; mode 0) and its DEVS payload (mode 2), leaving the
- *   other seeds and fixtures as they are.
+ *   expiry entries; mode 0) and its DEVS2 payload (mode 3), leaving the
+ *   other seeds and fixtures as they are. The older seeds snapshot_devs
+ *   and devs_block (mode 2) hold the DEVS layout the writer used before
+ *   DEVS2, as does tests/assets/persist/devs_v1.snap (a copy of
+ *   snapshot_devs): kept, not regenerated, so old files stay covered.
  * tests/assets/persist/{torn_tail,mid_corrupt,bad_snapshot}/: data
  *   directories test_persist_corrupt recovers or refuses.
  */
@@ -117,21 +120,21 @@ static void make_devs(const char *corpus)
     snprintf(path, sizeof(path), "%s/%s", dir, names[0]);
     size_t n;
     uint8_t *snap = slurp(path, &n);
-    put(corpus, "fuzz_snap_load", "snapshot_devs", 0, snap, n);
+    put(corpus, "fuzz_snap_load", "snapshot_devs2", 0, snap, n);
     size_t off = WAL_FHDR_SIZE;
     struct snap_block b;
     long span;
     int found = 0;
     while ((span = snap_block_decode(snap + off, n - off, &b)) > 0) {
-        if (b.type == SNAP_DEVS) {
-            put(corpus, "fuzz_snap_load", "devs_block", 2, b.payload, b.len);
+        if (b.type == SNAP_DEVS2) {
+            put(corpus, "fuzz_snap_load", "devs2_block", 3, b.payload, b.len);
             found = 1;
             break;
         }
         off += (size_t)span;
     }
     CHECK(found);
-    printf("corpus: snapshot with DEVS (%zu bytes)\n", n);
+    printf("corpus: snapshot with DEVS2 (%zu bytes)\n", n);
     free(snap);
     rm_rf(dir);
 }
