@@ -1024,10 +1024,11 @@ void engine_inquire_device_batch_ex(engine_t *e, const struct engine_key *keys,
             for (size_t i = 0; i < k; i++) {
                 if (!hx[i])
                     continue;
-                /* relaxed, both: hints; hist_put reads them again under
-                 * the ring's lock. */
+                /* relaxed head: a hint, hist_put reads it again under the
+                 * ring's lock; acquire block (pairs with ring_grow's
+                 * release) because we read its cap. */
                 uint64_t seq = __atomic_load_n(&hx[i]->head, __ATOMIC_RELAXED);
-                const struct hblk *b = __atomic_load_n(&hx[i]->blk, __ATOMIC_RELAXED);
+                const struct hblk *b = __atomic_load_n(&hx[i]->blk, __ATOMIC_ACQUIRE);
                 if (!b || (seq >= b->cap && b->cap < e->hlen))
                     continue; /* the add grows the ring: nothing to warm */
                 const char *c = (const char *)&b->cell[(seq % b->cap) * HC_W];
@@ -2122,14 +2123,22 @@ static int ring_grow(engine_t *e, struct ext *hs, uint64_t n, struct hblk **old)
     struct hblk *nb = eng_alloc(e, hblk_size(cap), true);
     if (!nb)
         return -ENOMEM;
-    memset(nb, 0, hblk_size(cap));
+    memset(nb, 0, sizeof *nb);
     nb->e = e;
     nb->cap = cap;
     /* Copy the cells: entry seq stays in cell seq. Plain reads: only lock
      * holders store to a block's cells, and we hold the lock; the new
-     * block is private until the release store below. */
+     * block is private until the release store below. A cell not yet
+     * written needs only its version and overflow pointer zeroed (no
+     * reader reads a cell at or past head, and the first write of the
+     * rest is its entry): fresh memory is costly to touch (page faults),
+     * so touch no more of it than needed. */
     if (ob)
         memcpy(nb->cell, ob->cell, (size_t)ocap * HC_W * sizeof(uint64_t));
+    for (uint32_t k = ocap; k < cap; k++) {
+        nb->cell[(size_t)k * HC_W] = 0;
+        nb->cell[(size_t)k * HC_W + HC_OV] = 0;
+    }
     for (uint32_t k = 0; k < ocap; k++) {
         uint64_t *c = &nb->cell[(size_t)k * HC_W];
         const struct hbuf *src = (const struct hbuf *)(uintptr_t)c[HC_OV];
@@ -2158,6 +2167,20 @@ static int ring_grow(engine_t *e, struct ext *hs, uint64_t n, struct hblk **old)
 
 static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
 {
+    /* Start the cell's lines on their way (for write) before building the
+     * entry and taking the lock: the lock's exchange waits for every store
+     * before it, and the cell's stores after it wait for their lines.
+     * relaxed head: a hint, read again under the lock; acquire block
+     * (pairs with ring_grow's release) because we read its cap (a block
+     * replaced meanwhile is not freed yet: we are in a read section). */
+    uint64_t pseq = __atomic_load_n(&hs->head, __ATOMIC_RELAXED);
+    const struct hblk *pb = __atomic_load_n(&hs->blk, __ATOMIC_ACQUIRE);
+    if (pb && (pseq < pb->cap || pb->cap == e->hlen)) {
+        const char *pc = (const char *)&pb->cell[(pseq % pb->cap) * HC_W];
+        __builtin_prefetch(pc, 1, 3);
+        __builtin_prefetch(pc + 64, 1, 3);
+        __builtin_prefetch(pc + HC_W * 8 - 1, 1, 3);
+    }
     /* The entry's bytes, built privately first, then stored word by word. */
     uint64_t v[HE_MAX_W];
     size_t nb = (size_t)h->principal_len + h->uri_len + h->uti_len;

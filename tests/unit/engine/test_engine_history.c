@@ -336,6 +336,21 @@ static void *g_writer(void *arg)
     engine_thread_offline(GE);
     return NULL;
 }
+/* The batch path's ring prefetch reads a block's size while rings grow. */
+static int g_row(void *arg, const struct engine_row *row)
+{
+    uint64_t k = *(uint64_t *)arg;
+    char p[32], t[32], u[1024];
+    int pl = snprintf(p, sizeof p, "p%llu", (unsigned long long)(k & 0xffffffff));
+    int tl = snprintf(t, sizeof t, "t%llu", (unsigned long long)k);
+    size_t ul = mk_uri(u, k);
+    struct engine_hist h = {.micros = k, .event = ENGINE_H_INQUIRY,
+                            .principal = (const uint8_t *)p, .principal_len = (uint16_t)pl,
+                            .uri = (const uint8_t *)u, .uri_len = (uint16_t)ul,
+                            .uti = (const uint8_t *)t, .uti_len = (uint16_t)tl};
+    CHECK_EQ(engine_history_add_row(GE, row, &h), 0);
+    return 0;
+}
 static void *g_adder(void *arg)
 {
     int tid = (int)(intptr_t)arg;
@@ -347,7 +362,15 @@ static void *g_adder(void *arg)
             continue;
         char d[16];
         snprintf(d, sizeof d, "g%d", m - 1 - (int)(k % 3 < (uint64_t)m ? k % 3 : 0));
-        CHECK_EQ(add(GE, d, (uint64_t)tid << 32 | ++k), 0);
+        uint64_t key = (uint64_t)tid << 32 | ++k;
+        if (k & 1) {
+            CHECK_EQ(add(GE, d, key), 0);
+        } else {
+            struct engine_key q = {d, strlen(d)};
+            int rc = 0;
+            engine_inquire_device_batch_ex(GE, &q, 1, g_row, &key, &rc, ENGINE_INQ_RECORD);
+            CHECK_EQ(rc, 1);
+        }
     }
     engine_thread_offline(GE);
     return NULL;
