@@ -126,7 +126,8 @@ kill "$OURS" "$SSRV" 2>/dev/null || true
 wait "$OURS" 2>/dev/null || true
 echo "tls_bench_server: $(cat "$WORK/ours.log")"
 # Where a loopback connection's server CPU goes: the TLS work (the in-process
-# figures above: thread CPU time inside tls_conn_* per handshake) vs the rest
+# figures above: thread CPU time inside tls_conn_* per handshake, less the
+# thread-CPU clock reads that time it) vs the rest
 # (kernel TCP setup and teardown, accept, epoll, send/recv, close, this
 # loop), by difference with the loopback CPU per connection. Both are CPU
 # time, so other processes on core 0 do not inflate either.
@@ -134,8 +135,8 @@ inproc() { awk -v k="$1" '$1 == k { print $2 }' "$WORK/inproc"; }
 split() { # conns per cpu-s over loopback, in-process handshakes per s -> "tls_us other_us"
   awk -v pc="$1" -v hs="$2" 'BEGIN{ if (pc > 0 && hs > 0) { t = 1e6 / hs; printf "%.0f %.0f\n", t, 1e6 / pc - t } else print "nan nan"}'
 }
-read -r tls_full_us other_full_us < <(split "$ours_full_cpu" "$(inproc tls.full_handshakes_per_s_server_core)")
-read -r tls_res_us other_res_us < <(split "$ours_res_cpu" "$(inproc tls.resumed_handshakes_per_s_server_core)")
+read -r tls_full_us other_full_us < <(split "$ours_full_cpu" "$(inproc tls.full_handshakes_per_s_server_core_less_clock)")
+read -r tls_res_us other_res_us < <(split "$ours_res_cpu" "$(inproc tls.resumed_handshakes_per_s_server_core_less_clock)")
 echo "tls.loopback_server_us_per_conn full: ${tls_full_us} TLS work + ${other_full_us} the rest; resumed: ${tls_res_us} TLS work + ${other_res_us} the rest"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "nan"}'; }
