@@ -23,7 +23,8 @@
  *   record_full_ns    the same once every ring is full (steady state)
  *   rss_full_B_per_dev resident bytes per device with every ring full
  * Latencies: single thread, random devices, best of 3 passes of M ops
- * (--ops, default 1,000,000).
+ * (--ops, default 1,000,000). --serve: fill, then answer commands on
+ * stdin (see serve()), for hist.sh's pass-by-pass alternation.
  */
 #include "engine.h"
 
@@ -85,12 +86,12 @@ static uint64_t xs(void)
     return rng;
 }
 
-/* ns per inquiry of a random device, best of 3 passes of ops each. */
-static double pass(size_t ndev, size_t ops, int record)
+/* ns per inquiry of a random device, best of reps passes of ops each. */
+static double pass_n(size_t ndev, size_t ops, int record, int reps)
 {
     double best = 1e30;
     struct rec_ctx c = {record, 1, 0};
-    for (int p = 0; p < 3; p++) {
+    for (int p = 0; p < reps; p++) {
         double t0 = now_s();
         for (size_t i = 0; i < ops; i++) {
             char d[32];
@@ -108,13 +109,58 @@ static double pass(size_t ndev, size_t ops, int record)
         abort();
     return best;
 }
+static double pass(size_t ndev, size_t ops, int record)
+{
+    return pass_n(ndev, ops, record, 3);
+}
+
+/* Every ring full (history_len entries added to every device). */
+static int fill_rings(size_t ndev, unsigned hlen)
+{
+    struct rec_ctx c = {1, 1, 0};
+    for (size_t i = 0; i < ndev; i++) {
+        char d[32];
+        int dl = snprintf(d, sizeof d, "device-%08zu", i);
+        for (unsigned k = 0; k < hlen; k++)
+            if (engine_inquire_device_ex(E, d, (size_t)dl, row_cb, &c, NULL, 0) != 1)
+                return -1;
+    }
+    return 0;
+}
+
+/* --serve: after the fill, one command per stdin line, one answer line
+ * each, so that a driver (hist.sh) alternates two builds' processes pass by
+ * pass and drift on a shared machine hits both alike:
+ *   inquire N | record N  -> "<ns per inquiry>" (one pass of N ops)
+ *   full                  -> "ok" once every ring is full
+ *   quit */
+static int serve(size_t ndev, unsigned hlen)
+{
+    char line[128];
+    while (fgets(line, sizeof line, stdin)) {
+        size_t n = 0;
+        if (sscanf(line, "inquire %zu", &n) == 1 && n)
+            printf("%.2f\n", pass_n(ndev, n, 0, 1));
+        else if (sscanf(line, "record %zu", &n) == 1 && n)
+            printf("%.2f\n", pass_n(ndev, n, 1, 1));
+        else if (!strncmp(line, "full", 4))
+            printf(fill_rings(ndev, hlen) ? "error\n" : "ok\n");
+        else
+            break;
+        fflush(stdout);
+    }
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
     size_t ndev = 500000, ops = 1000000;
     unsigned hlen = 16, entries = 1;
+    int serving = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--devices") && i + 1 < argc)
+        if (!strcmp(argv[i], "--serve"))
+            serving = 1;
+        else if (!strcmp(argv[i], "--devices") && i + 1 < argc)
             ndev = strtoull(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--ops") && i + 1 < argc)
             ops = strtoull(argv[++i], NULL, 10);
@@ -124,7 +170,7 @@ int main(int argc, char **argv)
             entries = (unsigned)strtoul(argv[++i], NULL, 10);
         else {
             fprintf(stderr, "usage: %s [--devices N] [--ops M] [--history-len H] "
-                            "[--entries E]\n", argv[0]);
+                            "[--entries E] [--serve]\n", argv[0]);
             return 2;
         }
     }
@@ -160,19 +206,22 @@ int main(int argc, char **argv)
     printf("rss_B_per_dev %.0f\n", (double)(rss1 - rss0) / (double)ndev);
     printf("eng_B_per_dev %.0f\n", (double)st.bytes / (double)ndev);
     printf("fill_ns_per_dev %.1f\n", fill);
+    if (serving) {
+        printf("ready\n");
+        fflush(stdout);
+        serve(ndev, hlen);
+        engine_thread_offline(E);
+        engine_destroy(E);
+        return 0;
+    }
     printf("inquire_ns %.1f\n", pass(ndev, ops, 0));
     if (hlen) {
         /* Young rings: measured on a copy of the fill's state each pass
          * would cost a refill; instead the first pass's ops are spread over
          * N devices, so most still hold few entries. */
         printf("record_young_ns %.1f\n", pass(ndev, ops < ndev ? ops : ndev, 1));
-        for (size_t i = 0; i < ndev; i++) {
-            char d[32];
-            int dl = snprintf(d, sizeof d, "device-%08zu", i);
-            for (unsigned k = 0; k < hlen; k++)
-                if (engine_inquire_device_ex(E, d, (size_t)dl, row_cb, &c, NULL, 0) != 1)
-                    return 1;
-        }
+        if (fill_rings(ndev, hlen) != 0)
+            return 1;
         printf("record_full_ns %.1f\n", pass(ndev, ops, 1));
         printf("rss_full_B_per_dev %.0f\n", (double)(rss_bytes() - rss0) / (double)ndev);
     }

@@ -6,15 +6,21 @@
 # the same bench_hist.c, compiled here with -O2 and jemalloc, as the
 # Release build compiles it). Without it only this tree's engine runs.
 # Env: ICS_BUILD (default build/release; built with -DICS_BENCH=ON), DEVICES,
-# OPS, ROUNDS. Each round runs every binary once in a fresh process
-# (history_len 16 with 1-2 entries per device, and history_len 0), then
-# prints the medians and the ratios new/base.
+# OPS, ROUNDS, AB_ROUNDS. Each round runs every binary once in a fresh
+# process (history_len 16 with 1-2 entries per device, and history_len 0),
+# then prints the medians and the ratios new/base. With BASE_BUILD it then
+# runs both in one window pass by pass (bench_hist --serve, both pinned to
+# one core, the order reversed every round): AB_ROUNDS passes of recording
+# and of bare inquiries on young rings (each pass records DEVICES/8
+# inquiries, so the rings go from 1-2 entries to about 2-3 and many grow),
+# then as many on full rings; medians of the per-round ratios new/base,
+# which a drifting load on a shared machine hits alike.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${ICS_BUILD:-build/release}
 BASE_BUILD=${BASE_BUILD:-}
-DEVICES=${DEVICES:-500000}; OPS=${OPS:-1000000}; ROUNDS=${ROUNDS:-3}
-if [ "${1:-}" = "--smoke" ]; then DEVICES=20000; OPS=50000; ROUNDS=1; fi
+DEVICES=${DEVICES:-500000}; OPS=${OPS:-1000000}; ROUNDS=${ROUNDS:-3}; AB_ROUNDS=${AB_ROUNDS:-8}
+if [ "${1:-}" = "--smoke" ]; then DEVICES=20000; OPS=50000; ROUNDS=1; AB_ROUNDS=2; fi
 cmake --build "$BUILD" -j2 --target bench_hist >/dev/null
 TMP=$(mktemp -d /tmp/ics-benchhist-XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
@@ -66,4 +72,43 @@ for n in names:
           f"recording cost over a bare inquiry: young {res[(n,16)]['record_young_ns'] - res[(n,16)]['inquire_ns']:.1f} ns, "
           f"full {res[(n,16)]['record_full_ns'] - res[(n,16)]['inquire_ns']:.1f} ns; "
           f"inquire_ns with history_len 0: {res[(n,0)]['inquire_ns']:.1f}")
+PY
+
+[ -n "$BASE_BUILD" ] || exit 0
+echo
+python3 - "${BIN[base]}" "${BIN[new]}" "$DEVICES" "$OPS" "$AB_ROUNDS" <<'PY'
+import subprocess, sys, statistics
+base, new, dev, ops, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+P = {}
+for n, b in (("base", base), ("new", new)):
+    p = subprocess.Popen(["taskset", "-c", "0", b, "--devices", str(dev), "--serve"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    while p.stdout.readline().strip() != "ready":
+        pass
+    P[n] = p
+def cmd(n, c):
+    P[n].stdin.write(c + "\n"); P[n].stdin.flush()
+    return P[n].stdout.readline().strip()
+def phase(label, per):
+    res = {(n, k): [] for n in P for k in ("record", "inquire")}
+    for r in range(rounds):
+        order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
+        for k in ("record", "inquire"):
+            for n in order:
+                res[(n, k)].append(float(cmd(n, f"{k} {per}")))
+    print(f"# {label}: {rounds} alternated passes of {per} inquiries each (ns per inquiry, medians)")
+    for k in ("record", "inquire"):
+        ratios = [a / b for a, b in zip(res[("new", k)], res[("base", k)])]
+        print(f"{label:6s} {k:8s} base {statistics.median(res[('base', k)]):8.1f}  "
+              f"new {statistics.median(res[('new', k)]):8.1f}  new/base (median of per-pass ratios) "
+              f"{statistics.median(ratios):.3f}")
+    cost = {n: [a - b for a, b in zip(res[(n, "record")], res[(n, "inquire")])] for n in P}
+    print(f"{label:6s} recording cost (record minus inquire): base {statistics.median(cost['base']):.1f} ns, "
+          f"new {statistics.median(cost['new']):.1f} ns")
+phase("young", max(dev // 8, 1))
+for n in P:
+    assert cmd(n, "full") == "ok"
+phase("full", ops)
+for n in P:
+    P[n].stdin.write("quit\n"); P[n].stdin.close(); P[n].wait()
 PY
