@@ -37,16 +37,21 @@ start_icsd() { # extra args...
 }
 stop_icsd() { kill -TERM "$ICSD_PID"; wait "$ICSD_PID" || true; }
 
-# A free port for memcached (20000-60000, retried).
-MC_PORT=0
-for _ in $(seq 20); do
-  p=$(( 20000 + RANDOM % 40000 ))
-  if ! ss -ltn 2>/dev/null | grep -q ":$p "; then MC_PORT=$p; break; fi
-done
+# memcached on a free port (20000-60000): a port that looked free can be
+# taken before memcached binds it, so a memcached that is not listening
+# 0.3 s later is replaced on another port (5 tries).
 MCUSER=(); [ "$(id -u)" = 0 ] && MCUSER=(-u root)
-taskset -c $SCORE memcached "${MCUSER[@]}" -t 1 -p $MC_PORT -U 0 -l 127.0.0.1 &
-MC_PID=$!; PIDS+=($MC_PID)
-sleep 0.3
+MC_PORT=0
+for _ in $(seq 5); do
+  p=$(( 20000 + RANDOM % 40000 ))
+  ss -ltn 2>/dev/null | grep -q ":$p " && continue
+  taskset -c $SCORE memcached "${MCUSER[@]}" -t 1 -p $p -U 0 -l 127.0.0.1 &
+  MC_PID=$!; PIDS+=($MC_PID)
+  sleep 0.3
+  if kill -0 $MC_PID 2>/dev/null && ss -ltn 2>/dev/null | grep -q "127.0.0.1:$p "; then MC_PORT=$p; break; fi
+  kill $MC_PID 2>/dev/null || true
+done
+[ $MC_PORT != 0 ] || { echo "run.sh: memcached did not start (5 ports tried)" >&2; exit 1; }
 
 start_icsd
 AUTH=(--user admin --secret "$SECRET")
