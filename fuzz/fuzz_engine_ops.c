@@ -158,7 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2)
         return 0;
-    uint32_t hlen = data[0] & 3;
+    uint32_t hlen = data[0] & 7; /* 0..7: rings grow 2, 4, 7 */
     size_t limit = (data[1] & 1) ? 4096u + (size_t)data[1] * 64u : 0;
     data += 2;
     size -= 2;
