@@ -75,11 +75,13 @@ done
 python3 $SETUP "${PORT[prefs]}" "${SECRET[prefs]}" prefs "$KEYS"
 echo "# $KEYS rows in each server; prefs set on every device of 'prefs'"
 
-# Warm-up, not counted: the first inquiries of a device touch its history
-# ring's pages and allocate its cells' overflow buffers (an entry over 40
-# bytes; ics-loadgen's are 49) for the first time. A device's 16 cells are
-# all warm only after 16 inquiries of it: WARMUP=$((32 * KEYS / 300000))
-# seconds or so at 300k inquiries/s.
+# Warm-up, not counted: the first inquiries of a device grow its history
+# ring (blocks of 2, 4, 8, 16 cells: allocations, copies, first touches of
+# fresh pages; before growable rings they touched the ring's pages and
+# allocated overflow buffers for entries over 40 bytes, ics-loadgen's being
+# 49). A device's ring is full and warm only after 16 inquiries of it:
+# WARMUP=$((32 * KEYS / 300000)) seconds or so at 300k inquiries/s. What
+# young rings cost is measured in-process by bench/engine/hist.sh.
 for n in $SERVERS; do
   lg --port "${PORT[$n]}" "${TP[@]}" --depth 16 --duration "$WARMUP" --label "warmup_$n" >/dev/null
 done
