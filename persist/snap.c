@@ -1209,11 +1209,14 @@ static int w_dev_emit(struct snap_writer *w)
         }
         if (w->dlen >= SNAP_BLOCK_TARGET && (r = w_flush_devs(w)) < 0)
             return r;
-        /* A compact entry is never longer than its DEVS layout plus a
-         * byte (uref's flag) per URI. */
+        /* Bound: a compact history entry is at most 11 bytes longer than
+         * its DEVS layout (a micros delta takes up to 10 bytes where the
+         * plain micros took 1; an id up to 2 where an empty principal or
+         * URI took 1), a row at most 40 more than its URI and UTI, the
+         * entry's head at most 80 more than its device, owner and prefs. */
         size_t need = 1 + 8 * 10 + w->pdev_len +
                       (meta || nrows ? w->powner_len + w->pprefs_len : 0) +
-                      (size_t)nrows * 40 + w->rlen + (end - off) + (size_t)cnt * 2;
+                      (size_t)nrows * 40 + w->rlen + (end - off) + (size_t)cnt * 12;
         if (w->dlen && w->dlen + need > SNAP_BLOCK_MAX - WAL_TAG && (r = w_flush_devs(w)) < 0)
             return r;
         if (w->dlen + need > SNAP_BLOCK_MAX - WAL_TAG)
@@ -1258,6 +1261,8 @@ static int w_dev_emit(struct snap_writer *w)
         struct engine_hist h;
         while (snap_hist_next(&rest, &h) == 1)
             o = put_hist2(w, o, &h, nrows);
+        if ((size_t)(o - w->dbuf) > w->dlen + need)
+            abort(); /* the bound above is wrong: memory is already damaged */
         w->dlen = (size_t)(o - w->dbuf);
         meta = 0;
         nrows = 0;
