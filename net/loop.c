@@ -572,8 +572,11 @@ static void tls_authenticate(struct worker *w, struct conn *c)
 /* Ciphertext in: advance the handshake, then parse what decrypts. */
 static void tls_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
 {
-    int rc = tls_conn_feed(c->tls, p, n);
+    /* Lent, not copied: the receive buffer is recycled only after this
+     * returns, and tls_conn_feed_end keeps what the reads left. */
+    int rc = tls_conn_feed_lent(c->tls, p, n);
     if (rc < 0) {
+        tls_conn_feed_end(c->tls);
         loop_log(w->l, LOOP_LOG_INFO, "TLS connection %u: %s", c->slot, tls_conn_error(c->tls));
         c->stop_input = 1;
         c->close_after_flush = 1; /* send the alert, then close */
@@ -593,6 +596,10 @@ static void tls_input(struct worker *w, struct conn *c, const uint8_t *p, size_t
             c->close_after_flush = 1;
         }
         break;
+    }
+    if (tls_conn_feed_end(c->tls) < 0) {
+        c->stop_input = 1;
+        c->close_after_flush = 1;
     }
     conn_mark_dirty(c);
 }

@@ -134,6 +134,10 @@ struct tls_conn {
     SSL *ssl;
     uint8_t *in;                       /* ciphertext fed, [in_off, in_len) unread */
     size_t in_off, in_len, in_cap;
+    /* tls_conn_feed_lent's bytes, read in place: [lent_off, lent_len)
+     * unread. Only lent while nothing waits in `in`, so they come next. */
+    const uint8_t *lent;
+    size_t lent_off, lent_len;
     /* 1 when BoringSSL holds no part of a record: the last SSL_read
      * returned data and left no decrypted bytes behind. Then the unread
      * input starts with a record header, and tls_conn_read can tell
@@ -201,6 +205,13 @@ static int bio_read(BIO *b, char *out, int len)
 {
     struct tls_conn *c = BIO_get_data(b);
     BIO_clear_retry_flags(b);
+    if (c->lent_off < c->lent_len) {
+        size_t n = c->lent_len - c->lent_off;
+        n = (size_t)len < n ? (size_t)len : n;
+        memcpy(out, c->lent + c->lent_off, n);
+        c->lent_off += n;
+        return (int)n;
+    }
     size_t avail = c->in_len - c->in_off;
     if (avail == 0) {
         BIO_set_retry_read(b);
@@ -838,10 +849,11 @@ static int handshake(struct tls_conn *c)
  * and fails the connection. */
 static int in_has_record(const struct tls_conn *c)
 {
-    size_t avail = c->in_len - c->in_off;
+    int lent = c->lent_off < c->lent_len;   /* then `in` holds nothing */
+    size_t avail = lent ? c->lent_len - c->lent_off : c->in_len - c->in_off;
     if (avail < 5)
         return 0;
-    const uint8_t *h = c->in + c->in_off;
+    const uint8_t *h = lent ? c->lent + c->lent_off : c->in + c->in_off;
     size_t len = (size_t)h[3] << 8 | h[4];
     return len > TLS_RECORD_BODY_MAX || avail >= 5 + len;
 }
@@ -855,10 +867,9 @@ static void err_reset(void)
         ERR_clear_error();
 }
 
-int tls_conn_feed(struct tls_conn *c, const void *in, size_t n)
+/* Appends n bytes to the input buffer (grown or compacted as needed). */
+static int in_append(struct tls_conn *c, const void *in, size_t n)
 {
-    if (c->failed)
-        return c->failed;
     if (n > c->in_cap - c->in_len) {
         if (c->in_off) {               /* compact once, not per record */
             memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
@@ -881,9 +892,47 @@ int tls_conn_feed(struct tls_conn *c, const void *in, size_t n)
     if (n)
         memcpy(c->in + c->in_len, in, n);
     c->in_len += n;
+    return 0;
+}
+
+int tls_conn_feed(struct tls_conn *c, const void *in, size_t n)
+{
+    if (c->failed)
+        return c->failed;
+    /* Lent bytes still unread come first: move them in, then append. */
+    int rc = c->lent ? tls_conn_feed_end(c) : 0;
+    if (rc == 0)
+        rc = in_append(c, in, n);
+    if (rc)
+        return rc;
     if (!c->ready)
         return handshake(c);
     return 0;
+}
+
+int tls_conn_feed_lent(struct tls_conn *c, const void *in, size_t n)
+{
+    if (c->failed)
+        return c->failed;
+    if (c->in_len > c->in_off || c->lent)
+        return tls_conn_feed(c, in, n);   /* a partial record waits: append */
+    c->lent = in;
+    c->lent_off = 0;
+    c->lent_len = n;
+    if (!c->ready)
+        return handshake(c);
+    return 0;
+}
+
+int tls_conn_feed_end(struct tls_conn *c)
+{
+    const uint8_t *p = c->lent;
+    size_t off = c->lent_off, n = c->lent_len - c->lent_off;
+    c->lent = NULL;
+    c->lent_off = c->lent_len = 0;
+    if (n == 0 || c->failed)
+        return c->failed;
+    return in_append(c, p + off, n);
 }
 
 /* All input read. A buffer of the usual size stays for the next burst (a

@@ -34,6 +34,8 @@
  *       while ((r = tls_conn_read(c, plain, cap)) > 0)
  *           parse(plain, r) ...                  frames may straddle reads
  *       r < 0: -ENOTCONN = peer closed (close_notify), else fatal: close
+ *       (or tls_conn_feed_lent(c, buf, n), the reads, then
+ *       tls_conn_feed_end(c) before buf is reused: no copy of buf)
  *   to answer:   tls_conn_write(c, resp, n)      encrypts; never partial
  *   send:        n = tls_conn_out(c, &p); if (n) send(p, n);
  *                (or m = tls_conn_out_msg(c); sendmsg(m): one gathered
@@ -133,6 +135,18 @@ void tls_conn_free(struct tls_conn *c);
  * -EACCES the client certificate was refused, -EPROTO not TLS / protocol
  * violation / version refused, -ENOMEM; tls_conn_error says why. */
 int tls_conn_feed(struct tls_conn *c, const void *in, size_t n);
+
+/* The same as tls_conn_feed without the copy, for a caller whose receive
+ * buffer stays put for a moment: the tls_conn_read calls that follow read
+ * the bytes where they are, and tls_conn_feed_end, which must come before
+ * in is reused (and before any other feed), copies what they left unread
+ * (a partial record). When unread input already waits, the bytes are
+ * copied at once, as by tls_conn_feed. Same returns as tls_conn_feed. */
+int tls_conn_feed_lent(struct tls_conn *c, const void *in, size_t n);
+
+/* Ends a tls_conn_feed_lent: 0, or -ENOMEM (fatal, as from a feed), or the
+ * error the connection already failed with. */
+int tls_conn_feed_end(struct tls_conn *c);
 
 /* Decrypts into out (cap bytes; one copy from the decrypted record). Returns bytes
  * (> 0), 0 when no complete record is waiting, -ENOTCONN once the peer

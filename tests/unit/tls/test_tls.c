@@ -874,6 +874,109 @@ static void test_record_boundaries(void)
     tls_ctx_destroy(ctx);
 }
 
+/* Lends a copy of the client's pending ciphertext in pieces of `piece`
+ * bytes (tls_conn_feed_lent), reads after each, ends the lending and then
+ * scribbles over the lent bytes, as a receive buffer being reused would:
+ * whatever the reads left must have been copied. Returns plaintext got. */
+static size_t lend_and_read(struct client *cl, struct tls_conn *c, size_t piece,
+                            uint8_t *dst, size_t cap)
+{
+    const uint8_t *p;
+    size_t n, got = 0;
+    CHECK(BIO_mem_contents(cl->wb, &p, &n));
+    uint8_t *copy = malloc(n ? n : 1);
+    CHECK(copy);
+    memcpy(copy, p, n);
+    CHECK(BIO_reset(cl->wb) == 1);
+    for (size_t off = 0; off < n; off += piece) {
+        size_t k = n - off < piece ? n - off : piece;
+        CHECK_EQ(tls_conn_feed_lent(c, copy + off, k), 0);
+        ssize_t r;
+        while ((r = tls_conn_read(c, dst + got, cap - got)) > 0)
+            got += (size_t)r;
+        CHECK_EQ(r, 0);
+        CHECK_EQ(tls_conn_feed_end(c), 0);
+        memset(copy + off, 0xee, k);
+    }
+    free(copy);
+    return got;
+}
+
+/* tls_conn_feed_lent: the handshake and records read in place, partial
+ * records kept (copied) by tls_conn_feed_end, mixed with copying feeds. */
+static void test_lent_feed(void)
+{
+    struct tls_ctx *ctx = make_ctx(0, NULL);
+    struct client cl;
+    client_init(&cl, "alice", TLS1_3_VERSION, NULL);
+    struct tls_conn *c = tls_conn_new(ctx);
+    CHECK(c);
+    static uint8_t src[40000], dst[40000];
+    for (size_t i = 0; i < sizeof src; i++)
+        src[i] = (uint8_t)(i * 29 + (i >> 9));
+    /* The handshake through lent bytes only, in odd pieces. */
+    for (int round = 0; round < 20 && !tls_conn_ready(c); round++) {
+        int r = SSL_do_handshake(cl.ssl);
+        CHECK(r == 1 || SSL_get_error(cl.ssl, r) == SSL_ERROR_WANT_READ);
+        CHECK_EQ(lend_and_read(&cl, c, 97, dst, sizeof dst), 0);
+        to_client(&cl, c);
+    }
+    CHECK(tls_conn_ready(c));
+    CHECK(strcmp(tls_conn_principal(c), "alice") == 0);
+    uint8_t x;
+    CHECK(SSL_read(cl.ssl, &x, 1) < 0);      /* takes the ticket */
+    ERR_clear_error();
+
+    /* Records in many sizes of piece: each straddles some lendings. */
+    static const size_t pieces[] = { 1, 5, 6, 700, 1022, 1023, 4096, 16000, 40000 };
+    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+        CHECK_EQ(SSL_write(cl.ssl, src, 1000), 1000);
+        CHECK_EQ(SSL_write(cl.ssl, src + 1000, 20000), 20000);
+        CHECK_EQ(SSL_write(cl.ssl, src + 21000, 3000), 3000);
+        memset(dst, 0, sizeof dst);
+        CHECK_EQ(lend_and_read(&cl, c, pieces[i], dst, sizeof dst), 24000);
+        CHECK_MEM(src, dst, 24000);
+    }
+    /* A copying feed of a partial record, then a lent rest (copied too). */
+    CHECK_EQ(SSL_write(cl.ssl, src, 500), 500);
+    const uint8_t *p;
+    size_t n;
+    CHECK(BIO_mem_contents(cl.wb, &p, &n));
+    CHECK_EQ(tls_conn_feed(c, p, 10), 0);
+    CHECK_EQ(tls_conn_read(c, dst, sizeof dst), 0);
+    CHECK_EQ(tls_conn_feed_lent(c, p + 10, n - 10), 0);
+    CHECK_EQ(tls_conn_read(c, dst, sizeof dst), 500);
+    CHECK_EQ(tls_conn_feed_end(c), 0);
+    CHECK_MEM(src, dst, 500);
+    CHECK(BIO_reset(cl.wb) == 1);
+    /* A lent partial record, then a copying feed of the rest. */
+    CHECK_EQ(SSL_write(cl.ssl, src, 500), 500);
+    CHECK(BIO_mem_contents(cl.wb, &p, &n));
+    uint8_t head[100];
+    memcpy(head, p, sizeof head);
+    CHECK_EQ(tls_conn_feed_lent(c, head, sizeof head), 0);
+    CHECK_EQ(tls_conn_read(c, dst, sizeof dst), 0);
+    CHECK_EQ(tls_conn_feed(c, p + sizeof head, n - sizeof head), 0);   /* ends it */
+    memset(head, 0xee, sizeof head);
+    CHECK_EQ(tls_conn_read(c, dst, sizeof dst), 500);
+    CHECK_EQ(tls_conn_feed_end(c), 0);
+    CHECK_MEM(src, dst, 500);
+    CHECK(BIO_reset(cl.wb) == 1);
+    round_trip(&cl, c, 3000);
+
+    /* Garbage lent: the error comes back from the feed or the read, and
+     * tls_conn_feed_end repeats it. */
+    static const uint8_t bad[] = { 0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+                                   10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+                                   23, 24, 25, 26, 27, 28, 29, 30, 31, 32 };
+    CHECK_EQ(tls_conn_feed_lent(c, bad, sizeof bad), 0);
+    CHECK(tls_conn_read(c, dst, sizeof dst) < 0);
+    CHECK(tls_conn_feed_end(c) < 0);
+    tls_conn_free(c);
+    client_free(&cl);
+    tls_ctx_destroy(ctx);
+}
+
 /* Live bytes of the module, through the allocation seam (a size header in
  * front of each block). */
 struct counter {
@@ -1239,6 +1342,7 @@ int main(int argc, char **argv)
     test_out_msg();
     test_input_buffering();
     test_record_boundaries();
+    test_lent_feed();
     test_buffers_kept_and_trimmed();
     test_alloc_failures();
     test_out_stability();
