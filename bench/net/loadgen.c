@@ -628,17 +628,11 @@ static void arm_recv(struct lconn *c, int i)
  * (A length no record can have counts as yes: SSL_read reports it.) */
 static int has_record(const struct chan *ch)
 {
-    const uint8_t *p;
-    size_t avail;
-    if (ch->lent_off < ch->lent_len) {
-        p = ch->lent + ch->lent_off;
-        avail = ch->lent_len - ch->lent_off;
-    } else {
-        p = ch->inq.p + ch->inoff;
-        avail = ch->inq.len - ch->inoff;
-    }
+    int lent = ch->lent_off < ch->lent_len;
+    size_t avail = lent ? ch->lent_len - ch->lent_off : ch->inq.len - ch->inoff;
     if (avail < 5)
         return 0;
+    const uint8_t *p = lent ? ch->lent + ch->lent_off : ch->inq.p + ch->inoff;
     size_t len = (size_t)p[3] << 8 | p[4];
     return len > 16384 + 256 || avail >= 5 + len;
 }
