@@ -97,25 +97,24 @@ struct pfv {
 
 /* History ring (issues 2 and 7: a ring must cost little memory and an
  * inquiry's record little time). A ring is a small header (struct ext)
- * shared by every version of its device's record, and a block of fixed
- * cells (struct hblk) that grows by doubling (2, 4, 8, ... cells) up to
- * history_len as entries come: a device with one or two entries holds two
- * cells, not history_len. While a block has fewer cells than history_len
- * the ring has never wrapped (it grows when head reaches its size), so
- * entry seq sits in cell seq of every block it was ever in; once it has
- * history_len cells it wraps (cell seq % history_len). Growth happens under
- * the ring's lock: the adder copies the cells into the new block (and each
- * entry's overflow buffer into a new buffer, so that a reader still in the
- * old block never sees bytes an adder rewrites), publishes the new block
- * with a release store, and hands the old one to call_rcu.
+ * shared by every version of its device's record, and its cells, which
+ * come in segments allocated as entries need them: segment 0 holds cells
+ * 0-1, segment k > 0 cells [2^k, 2^(k+1)), the last one cut at history_len
+ * (16: 2 + 2 + 4 + 8 cells). A device with one or two entries holds two
+ * cells, not history_len. Cell i of the ring is entry seq with
+ * i = seq % history_len, so the ring wraps once every segment exists.
+ * Segments are never moved nor freed before the engine is destroyed: a
+ * ring grows by one allocation under its lock and a release store of the
+ * segment's pointer, with no copy of entries and no reclamation, and a
+ * reader never meets a cell that moved.
  *
- * Steady state, an adder rewrites a cell in place: no allocation, no RCU
- * free, only stores to the cell's lines. Cells use a seqlock: readers copy
- * the words out and keep the copy only if the cell's version did not move
- * meanwhile; every shared word is accessed atomically, so a reader racing a
- * rewrite reads torn values, never a data race, and discards them. Cell
- * words (HC_W = 12: 96 bytes, two lines or three, so that a typical
- * inquiry entry, principal + URI + UTI of 40 to 64 bytes, fits inline):
+ * An adder rewrites a cell in place: no allocation, no RCU free, only
+ * stores to the cell's lines. Cells use a seqlock: readers copy the words
+ * out and keep the copy only if the cell's version did not move meanwhile;
+ * every shared word is accessed atomically, so a reader racing a rewrite
+ * reads torn values, never a data race, and discards them. Cell words
+ * (HC_W = 12: 96 bytes, two lines or three, so that a typical inquiry
+ * entry, principal + URI + UTI of 40 to 64 bytes, fits inline):
  *   c[0] version: 2 * seq + 2 when stable, odd while being rewritten
  *   c[1] unix micros
  *   c[2] event | plen << 8 | ulen << 24 | tlen << 40
@@ -128,7 +127,6 @@ struct pfv {
 #define HC_INLINE ((HC_W - 4u) * 8u)      /* inline entry bytes: 64 */
 #define HE_MAX (ENGINE_NAME_MAX + ENGINE_URI_MAX + ENGINE_ID_MAX)
 #define HE_MAX_W ((HE_MAX + 7u) / 8u)
-#define HB_FIRST 2u                       /* cells of a ring's first block */
 
 struct hbuf {
     struct rcu_head rcu;
@@ -138,32 +136,38 @@ struct hbuf {
     uint64_t w[];
 };
 
-/* A ring's cells. Immutable size; replaced whole when the ring grows. */
-struct hblk {
-    struct rcu_head rcu; /* the old block's reclamation after a growth */
-    engine_t *e;
-    struct hblk *gnext;  /* replaced blocks awaiting their batch (hgrave) */
-    uint32_t cap;        /* cells: HB_FIRST, doubling, at most history_len */
-    uint32_t gcount;     /* blocks in the hgrave list from this one down */
-    uint64_t cell[];     /* cap cells of HC_W words */
-};
-/* Replaced blocks go to call_rcu HB_BATCH at a time: one call_rcu per
- * growth wakes liburcu's callback thread each time (a futex wake and a
- * reschedule, measured at ~17% of a young ring's recording cost). */
-#define HB_BATCH 32u
-
 /* A device's history ring header, shared by all versions of its record.
- * Allocated with the device when history_len > 0, never replaced (its
- * block is). */
+ * Allocated with the device when history_len > 0, never replaced: 32
+ * bytes and one pointer per segment (64 bytes, one line, at 16). */
 struct ext {
     uint32_t lock;      /* tiny spinlock among concurrent history adders */
     uint32_t pad0;
-    uint64_t head;      /* entries ever added; cell (head-1) % cap is newest */
-    struct hblk *blk;   /* NULL until the first entry; readers: acquire */
+    uint64_t head;      /* entries ever added; cell (head-1) % hlen newest */
     uint64_t klsn;      /* key (lsn, part) of the newest logged entry given */
     uint32_t kpart;     /* (both under lock: see engine_hist.lsn) */
     uint32_t pad1;
+    uint64_t *seg[];    /* NULL until needed; set once (release), under lock */
 };
+
+/* The segment of cell i, its first cell. */
+static inline uint32_t seg_of(uint64_t i)
+{
+    return i < 2 ? 0u : (uint32_t)(63 - __builtin_clzll(i));
+}
+static inline uint64_t seg_base(uint32_t k)
+{
+    return k ? UINT64_C(1) << k : 0;
+}
+
+/* Cell i's words, or NULL if its segment does not exist yet. acquire:
+ * pairs with the release that published the segment, so its zeroed words
+ * are visible (lock holders could load it relaxed; one form for all). */
+static inline uint64_t *ring_cell(struct ext *hs, uint64_t i)
+{
+    uint32_t k = seg_of(i);
+    uint64_t *sp = __atomic_load_n(&hs->seg[k], __ATOMIC_ACQUIRE);
+    return sp ? sp + (i - seg_base(k)) * HC_W : NULL;
+}
 
 /* One row, stored inline in its device record, packed (no padding: x86
  * loads unaligned words at full speed) and variable-sized (UTI inline).
@@ -273,7 +277,6 @@ struct engine {
     uint64_t last_lsn;           /* release-stored after each change */
     uint64_t exp_state;          /* (generation << 32) | lower bound of expiries */
     uint64_t inflight;           /* call_rcu callbacks not yet run */
-    struct hblk *hgrave;         /* replaced history blocks, not yet batched */
     uint64_t exp_pos;            /* slot where the last expiry scan stopped */
     uint64_t seed;               /* of every hash (see dev_hash) */
     size_t min_cap;              /* index floor, from initial_devices */
@@ -1031,13 +1034,11 @@ void engine_inquire_device_batch_ex(engine_t *e, const struct engine_key *keys,
                 if (!hx[i])
                     continue;
                 /* relaxed head: a hint, hist_put reads it again under the
-                 * ring's lock; acquire block (pairs with ring_grow's
-                 * release) because we read its cap. */
+                 * ring's lock (the segment pointer: see ring_cell). */
                 uint64_t seq = __atomic_load_n(&hx[i]->head, __ATOMIC_RELAXED);
-                const struct hblk *b = __atomic_load_n(&hx[i]->blk, __ATOMIC_ACQUIRE);
-                if (!b || (seq >= b->cap && b->cap < e->hlen))
-                    continue; /* the add grows the ring: nothing to warm */
-                const char *c = (const char *)&b->cell[(seq % b->cap) * HC_W];
+                const char *c = (const char *)ring_cell(hx[i], seq % e->hlen);
+                if (!c)
+                    continue; /* the add makes a segment: nothing to warm */
                 __builtin_prefetch(c, 1, 3); /* a cell spans 2 or 3 lines */
                 __builtin_prefetch(c + 64, 1, 3);
                 __builtin_prefetch(c + HC_W * 8 - 1, 1, 3);
@@ -1411,42 +1412,80 @@ static size_t hbuf_size(uint32_t nw)
     return sizeof(struct hbuf) + (size_t)nw * sizeof(uint64_t);
 }
 
-static size_t hblk_size(uint32_t cap)
+/* Segments of a ring of hlen cells, and the cells of segment k. */
+static uint32_t ring_nseg(uint32_t hlen)
 {
-    return sizeof(struct hblk) + (size_t)cap * HC_W * sizeof(uint64_t);
+    return hlen ? seg_of(hlen - 1) + 1 : 0;
+}
+static uint32_t seg_cells(uint32_t hlen, uint32_t k)
+{
+    uint64_t b = seg_base(k), end = k ? 2 * b : 2;
+    return (uint32_t)((end < hlen ? end : hlen) - b);
+}
+static size_t seg_size(uint32_t hlen, uint32_t k)
+{
+    return (size_t)seg_cells(hlen, k) * HC_W * sizeof(uint64_t);
+}
+static size_t ext_size(uint32_t hlen)
+{
+    return sizeof(struct ext) + ring_nseg(hlen) * sizeof(uint64_t *);
 }
 
-/* A device's history ring header, zeroed; its cells come with the first
- * entry (ring_grow). */
+/* A device's history ring header, zeroed; its segments come as entries
+ * need them (ring_room). */
 static struct ext *ext_new(engine_t *e)
 {
-    struct ext *hs = eng_alloc(e, sizeof *hs, true);
+    struct ext *hs = eng_alloc(e, ext_size(e->hlen), true);
     if (hs)
-        memset(hs, 0, sizeof *hs);
+        memset(hs, 0, ext_size(e->hlen));
     return hs;
 }
 
-/* A block and the overflow buffers its cells point at: one no reader can
- * reach any more (after a grace period, at destroy, or never published). */
-static void hblk_free(engine_t *e, struct hblk *b)
-{
-    if (!b)
-        return;
-    for (uint32_t k = 0; k < b->cap; k++) {
-        struct hbuf *ob = (struct hbuf *)(uintptr_t)b->cell[(size_t)k * HC_W + HC_OV];
-        if (ob)
-            eng_free(e, ob, hbuf_size(ob->nw));
-    }
-    eng_free(e, b, hblk_size(b->cap));
-}
-
-/* A ring no reader can reach (a failed change, or destroy). */
+/* A ring no reader can reach (destroy, or a failed change's new ring):
+ * its segments and the overflow buffers their cells point at. */
 static void ext_free(engine_t *e, struct ext *hs)
 {
     if (!hs)
         return;
-    hblk_free(e, hs->blk);
-    eng_free(e, hs, sizeof *hs);
+    for (uint32_t k = 0; k < ring_nseg(e->hlen); k++) {
+        uint64_t *sp = hs->seg[k];
+        if (!sp)
+            continue;
+        for (uint32_t c = 0; c < seg_cells(e->hlen, k); c++) {
+            struct hbuf *ob = (struct hbuf *)(uintptr_t)sp[(size_t)c * HC_W + HC_OV];
+            if (ob)
+                eng_free(e, ob, hbuf_size(ob->nw));
+        }
+        eng_free(e, sp, seg_size(e->hlen, k));
+    }
+    eng_free(e, hs, ext_size(e->hlen));
+}
+
+/* Gives ring hs the segments of its first n cells (n is capped at
+ * history_len). Caller holds the ring's lock, or owns a ring no one else
+ * sees. -ENOMEM leaves the segments made so far: room, no entries. */
+static int ring_room(engine_t *e, struct ext *hs, uint64_t n)
+{
+    if (n > e->hlen)
+        n = e->hlen;
+    for (uint32_t k = 0; n && k <= seg_of(n - 1); k++) {
+        if (hs->seg[k]) /* plain: only lock holders store it */
+            continue;
+        uint64_t *sp = eng_alloc(e, seg_size(e->hlen, k), true);
+        if (!sp)
+            return -ENOMEM;
+        /* A cell not yet written needs only its version and overflow
+         * pointer zeroed (no reader reads a cell at or past head, and an
+         * entry's first write fills the rest): fresh memory is costly to
+         * touch (page faults), so touch no more of it than needed. */
+        for (uint32_t c = 0; c < seg_cells(e->hlen, k); c++) {
+            sp[(size_t)c * HC_W] = 0;
+            sp[(size_t)c * HC_W + HC_OV] = 0;
+        }
+        /* release: a reader that loads the pointer sees those zeros. */
+        __atomic_store_n(&hs->seg[k], sp, __ATOMIC_RELEASE);
+    }
+    return 0;
 }
 
 static struct rec *rec_alloc(engine_t *e, size_t dev_len, size_t rbytes,
@@ -2082,134 +2121,15 @@ static struct engine_hist hist_view(uint64_t micros, uint64_t lens, const uint64
     return hv;
 }
 
-/* A batch of replaced blocks (linked by gnext), after a grace period. */
-static void hgrave_cb(struct rcu_head *h)
-{
-    struct hblk *b = caa_container_of(h, struct hblk, rcu);
-    tsan_acquire(b);
-    engine_t *e = b->e;
-    tsan_acquire(&e->tsan_grace);
-    while (b) {
-        struct hblk *next = b->gnext;
-        hblk_free(e, b);
-        b = next;
-    }
-    __atomic_fetch_sub(&e->inflight, 1, __ATOMIC_RELEASE); /* as retire_cb */
-}
-
-/* Frees a replaced block of a ring once no reader can hold it (any thread,
- * no ring lock held): pushed on the engine's list (a Treiber stack that is
- * only pushed and taken whole, so no ABA), and the push that makes
- * HB_BATCH takes the list and hands it to call_rcu as one callback. Every
- * block in it was unpublished before its push, so a grace period that
- * starts after the take covers every reader that could hold any. */
-static void hblk_retire(engine_t *e, struct hblk *old)
-{
-    if (!old)
-        return;
-    rd_lock(); /* the top we read may be taken and retired meanwhile */
-    /* acquire: we read the top's gcount, written before its push. */
-    struct hblk *top = __atomic_load_n(&e->hgrave, __ATOMIC_ACQUIRE);
-    do {
-        old->gnext = top;
-        old->gcount = (top ? top->gcount : 0) + 1;
-        /* release: a taker or a later pusher sees gnext and gcount (and
-         * the block's contents); acquire on failure, as the load above. */
-    } while (!__atomic_compare_exchange_n(&e->hgrave, &top, old, true, __ATOMIC_RELEASE,
-                                          __ATOMIC_ACQUIRE));
-    rd_unlock(e);
-    if (old->gcount < HB_BATCH)
-        return;
-    /* acquire: pairs with the pushers' release, so the list is whole. */
-    struct hblk *list = __atomic_exchange_n(&e->hgrave, NULL, __ATOMIC_ACQUIRE);
-    if (!list)
-        return; /* another pusher took it */
-    tsan_release(list);
-    /* relaxed: a count, raised before call_rcu (as in retire_flush) */
-    __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED);
-    urcu_memb_call_rcu(&list->rcu, hgrave_cb);
-}
-
-/* Cells for n entries: at least HB_FIRST, doubling, at most history_len. */
-static uint32_t ring_cap_for(const engine_t *e, uint64_t n, uint32_t cur)
-{
-    uint64_t c = cur ? cur : HB_FIRST;
-    while (c < n && c < e->hlen)
-        c *= 2;
-    return c < e->hlen ? (uint32_t)c : e->hlen;
-}
-
-/* Gives ring hs room for its first n entries (n <= history_len: no entry
- * is evicted while it grows). Caller holds the ring's lock. On success
- * *old (if not NULL on return) is the replaced block, for hblk_retire once
- * the lock is released; -ENOMEM leaves the ring as it was. */
-static int ring_grow(engine_t *e, struct ext *hs, uint64_t n, struct hblk **old)
-{
-    *old = NULL;
-    struct hblk *ob = hs->blk;
-    uint32_t ocap = ob ? ob->cap : 0;
-    uint32_t cap = ring_cap_for(e, n, ocap);
-    if (cap <= ocap)
-        return 0;
-    /* A block short of history_len has never wrapped. */
-    ENGINE_PANIC_IF(hs->head > ocap);
-    struct hblk *nb = eng_alloc(e, hblk_size(cap), true);
-    if (!nb)
-        return -ENOMEM;
-    memset(nb, 0, sizeof *nb);
-    nb->e = e;
-    nb->cap = cap;
-    /* Copy the cells: entry seq stays in cell seq. Plain reads: only lock
-     * holders store to a block's cells, and we hold the lock; the new
-     * block is private until the release store below. A cell not yet
-     * written needs only its version and overflow pointer zeroed (no
-     * reader reads a cell at or past head, and the first write of the
-     * rest is its entry): fresh memory is costly to touch (page faults),
-     * so touch no more of it than needed. */
-    if (ob)
-        memcpy(nb->cell, ob->cell, (size_t)ocap * HC_W * sizeof(uint64_t));
-    for (uint32_t k = ocap; k < cap; k++) {
-        nb->cell[(size_t)k * HC_W] = 0;
-        nb->cell[(size_t)k * HC_W + HC_OV] = 0;
-    }
-    for (uint32_t k = 0; k < ocap; k++) {
-        uint64_t *c = &nb->cell[(size_t)k * HC_W];
-        const struct hbuf *src = (const struct hbuf *)(uintptr_t)c[HC_OV];
-        c[HC_OV] = 0;
-        uint64_t lens = c[2];
-        size_t nbytes = (size_t)(uint16_t)(lens >> 8) + (uint16_t)(lens >> 24) +
-                        (uint16_t)(lens >> 40);
-        if (!src || k >= hs->head || nbytes <= HC_INLINE)
-            continue; /* the buffer stays with the old block, freed with it */
-        /* Copied, not moved: a reader of the old block may still read it,
-         * and the new block's adders will rewrite their buffer in place. */
-        struct hbuf *cp = eng_alloc(e, hbuf_size(src->nw), true);
-        if (!cp) {
-            hblk_free(e, nb); /* and the copies made so far */
-            return -ENOMEM;
-        }
-        memcpy(cp, src, hbuf_size(src->nw));
-        cp->e = e;
-        c[HC_OV] = (uint64_t)(uintptr_t)cp;
-    }
-    /* release: a reader that loads nb sees its cells and their buffers. */
-    __atomic_store_n(&hs->blk, nb, __ATOMIC_RELEASE);
-    *old = ob;
-    return 0;
-}
-
 static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
 {
     /* Start the cell's lines on their way (for write) before building the
      * entry and taking the lock: the lock's exchange waits for every store
      * before it, and the cell's stores after it wait for their lines.
-     * relaxed head: a hint, read again under the lock; acquire block
-     * (pairs with ring_grow's release) because we read its cap (a block
-     * replaced meanwhile is not freed yet: we are in a read section). */
+     * relaxed head: a hint, read again under the lock. */
     uint64_t pseq = __atomic_load_n(&hs->head, __ATOMIC_RELAXED);
-    const struct hblk *pb = __atomic_load_n(&hs->blk, __ATOMIC_ACQUIRE);
-    if (pb && (pseq < pb->cap || pb->cap == e->hlen)) {
-        const char *pc = (const char *)&pb->cell[(pseq % pb->cap) * HC_W];
+    const char *pc = (const char *)ring_cell(hs, pseq % e->hlen);
+    if (pc) {
         __builtin_prefetch(pc, 1, 3);
         __builtin_prefetch(pc + 64, 1, 3);
         __builtin_prefetch(pc + HC_W * 8 - 1, 1, 3);
@@ -2240,17 +2160,16 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
         }
     }
     uint64_t seq = hs->head;
-    struct hblk *blk = hs->blk, *oblk = NULL;
-    if (!blk || (seq >= blk->cap && blk->cap < e->hlen)) {
-        /* Rare: the ring's first entry, or its block is full and short of
-         * history_len. */
-        if (ring_grow(e, hs, seq + 1, &oblk) < 0) {
+    uint64_t *c = ring_cell(hs, seq % e->hlen);
+    if (!c) {
+        /* Rare: the first entry of a segment (never after the ring
+         * wrapped: every segment exists by then). */
+        if (ring_room(e, hs, seq + 1) < 0) {
             ring_unlock(hs);
             return -ENOMEM;
         }
-        blk = hs->blk;
+        c = ring_cell(hs, seq % e->hlen);
     }
-    uint64_t *c = &blk->cell[(seq % blk->cap) * HC_W];
     struct hbuf *ov = NULL, *nov = NULL;
     uint64_t *ovp = &c[HC_OV];
     /* Only an entry that does not fit inline reads anything of the cell: a
@@ -2266,8 +2185,7 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
             cap = HE_MAX_W;
         nov = eng_alloc(e, hbuf_size(cap), true);
         if (!nov) {
-            ring_unlock(hs);
-            hblk_retire(e, oblk); /* the grown block stays: only room */
+            ring_unlock(hs); /* a segment made above stays: only room */
             return -ENOMEM;
         }
         nov->e = e;
@@ -2295,14 +2213,13 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
     /* release: a reader that loads this version sees the words. */
     __atomic_store_n(&c[0], 2 * seq + 2, __ATOMIC_RELEASE);
     /* release: a reader that sees the new head sees the entry (and the
-     * block it is in, published before). */
+     * segment it is in, published before). */
     __atomic_store_n(&hs->head, seq + 1, __ATOMIC_RELEASE);
     if (h->lsn) { /* plain: only lock holders read or write the key */
         hs->klsn = h->lsn;
         hs->kpart = h->part;
     }
     ring_unlock(hs);
-    hblk_retire(e, oblk);
     if (nov && ov) {
         tsan_release(ov);
         /* relaxed: a count, raised before call_rcu (as in retire_flush) */
@@ -2358,16 +2275,14 @@ int engine_history_get(engine_t *e, const void *dev, size_t dev_len,
     struct ext *hs = e->hlen ? rec_ext(r) : NULL;
     if (hs) {
         uint64_t v[HE_MAX_W];
-        /* acquire: pairs with the adder's release of head; then the block,
-         * acquire too (pairs with ring_grow's release): it is the one the
-         * head's entries were written in, or a newer one holding copies of
-         * them (a cell rewritten since fails its version check). */
+        /* acquire: pairs with the adder's release of head, which follows
+         * the release of every segment the head's entries are in. */
         uint64_t head = __atomic_load_n(&hs->head, __ATOMIC_ACQUIRE);
-        const struct hblk *blk = __atomic_load_n(&hs->blk, __ATOMIC_ACQUIRE);
-        uint32_t cap = blk ? blk->cap : 0;
-        for (uint64_t i = 0; i < cap && i < head && (size_t)n < max; i++) {
+        for (uint64_t i = 0; i < e->hlen && i < head && (size_t)n < max; i++) {
             uint64_t seq = head - 1 - i;
-            const uint64_t *c = &blk->cell[(seq % cap) * HC_W];
+            const uint64_t *c = ring_cell(hs, seq % e->hlen);
+            if (!c)
+                break; /* cannot happen (see above); defensive */
             /* acquire: pairs with the adder's release of the version. */
             uint64_t ver = __atomic_load_n(&c[0], __ATOMIC_ACQUIRE);
             if (ver != 2 * seq + 2)
@@ -2435,13 +2350,11 @@ int engine_device_history(engine_t *e, const struct engine_device *d,
     /* relaxed, all loads below: the lock's acquire ordered them after the
      * last adder's stores, and no adder runs until we unlock. */
     uint64_t head = __atomic_load_n(&hs->head, __ATOMIC_RELAXED);
-    const struct hblk *blk = __atomic_load_n(&hs->blk, __ATOMIC_RELAXED);
-    uint32_t cap = blk ? blk->cap : 0;
-    ENGINE_PANIC_IF(head > cap && cap < e->hlen); /* only a full ring wraps */
-    uint64_t seq = head > cap ? head - cap : 0;
+    uint64_t seq = head > e->hlen ? head - e->hlen : 0;
     uint64_t v[HE_MAX_W];
     for (; seq < head; seq++) {
-        const uint64_t *c = &blk->cell[(seq % cap) * HC_W];
+        const uint64_t *c = ring_cell(hs, seq % e->hlen);
+        ENGINE_PANIC_IF(!c); /* every entry below head has its segment */
         uint64_t micros = __atomic_load_n(&c[1], __ATOMIC_RELAXED);
         uint64_t lens = __atomic_load_n(&c[2], __ATOMIC_RELAXED);
         uint16_t pl = (uint16_t)(lens >> 8), ul = (uint16_t)(lens >> 24),
@@ -2499,11 +2412,9 @@ int engine_device_restore(engine_t *e, const struct engine_device_load *d)
         /* Room for the entries first, so that a memory limit refuses the
          * restore before anything changed (entries then only fail on an
          * overflow buffer). Room without entries is harmless. */
-        struct hblk *ob = NULL;
         ring_lock(ring);
-        int grc = ring_grow(e, ring, ring->head + d->nhist, &ob);
+        int grc = ring_room(e, ring, ring->head + d->nhist);
         ring_unlock(ring);
-        hblk_retire(e, ob);
         if (grc < 0)
             return grc;
     }
@@ -2526,9 +2437,7 @@ int engine_device_restore(engine_t *e, const struct engine_device_load *d)
             }
         }
         struct ext *hs = NULL;
-        struct hblk *nob = NULL; /* a new ring has no block to replace */
-        if (!old && (!(hs = ext_new(e)) ||
-                     (d->nhist && ring_grow(e, hs, d->nhist, &nob) < 0))) {
+        if (!old && (!(hs = ext_new(e)) || ring_room(e, hs, d->nhist) < 0)) {
             if (no)
                 eng_free(e, no, name_size(no->len));
             ext_free(e, hs);
@@ -2684,11 +2593,6 @@ void engine_destroy(engine_t *e)
         nanosleep(&ts, NULL);
     }
     ENGINE_PANIC_IF(__atomic_load_n(&e->inflight, __ATOMIC_ACQUIRE) != 0);
-    /* Replaced history blocks short of a batch: no reader is left. */
-    for (struct hblk *b = e->hgrave, *next; b; b = next) {
-        next = b->gnext;
-        hblk_free(e, b);
-    }
     struct tab *t = e->dix.cur;
     for (size_t i = 0; i < t->cap; i++) {
         if (t->s[i] <= SLOT_TOMB)
