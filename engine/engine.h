@@ -240,9 +240,9 @@ typedef int (*engine_hist_fn)(void *arg, const struct engine_hist *h);
 /* Any thread. Keeps the newest history_len entries (returns 0 and keeps
  * nothing when history_len is 0); -ENOENT if the device is unknown;
  * -ENOMEM if the memory limit refuses the room the entry needs (a ring's
- * cells come in a block that doubles, 2, 4, 8 ..., up to history_len as
- * entries come; an entry over 64 bytes may need an overflow buffer): the
- * ring then keeps what it had. With history_len > 0 a device record outlives its last row
+ * cells come in segments of 2, 2, 4, 8 ... up to history_len as entries
+ * come; an entry over 64 bytes may need an overflow buffer): the ring then
+ * keeps what it had. With history_len > 0 a device record outlives its last row
  * (it keeps its history, owner and prefs), so a user can still see who had
  * its data after a demap. */
 int engine_history_add(engine_t *e, const void *dev, size_t dev_len,

@@ -191,10 +191,10 @@ static void test_add_row(void)
 
 static double now_s(void);
 
-/* Growable rings (issue 2): a ring's cells come in blocks of 2, 4, 8, ...
- * up to history_len, grown as entries come. Bound, order and every entry's
- * bytes (inline and overflow, which a growth copies) hold across each
- * growth and the wrap after it, for history_len of every shape; the
+/* Growable rings (issue 2): a ring's cells come in segments (cells 0-1,
+ * 2-3, 4-7, ... cut at history_len) made as entries need them. Bound, order
+ * and every entry's bytes (inline and overflow) hold across each new
+ * segment and the wrap after the last, for history_len of every shape; the
  * snapshot's reader (oldest first) agrees. */
 struct ocol {
     uint64_t micros[64];
@@ -247,8 +247,8 @@ static void test_ring_growth(void)
 /* What a ring costs a device with one or two entries (issue 2: it was
  * 64 + 72 x history_len bytes, ~1.2 KB at 16, whatever the entries). Two
  * engines get the same devices and maps, one with history_len 0; with 16
- * the difference per device is the ring: its header and a first block of
- * two cells, far under the old whole ring. */
+ * the difference per device is the ring: its header and a first segment
+ * of two cells, far under the old whole ring. */
 static void test_ring_memory(void)
 {
     enum { N = 1000 };
@@ -303,7 +303,7 @@ static void test_ring_growth_limit(void)
     CHECK_EQ(map(l, "d", "https://a", "x", 1), 0);
     CHECK_EQ(add(l, "d", 7), 0);
     CHECK_EQ(add(l, "d", 14), 0);
-    CHECK_EQ(add(l, "d", 21), -ENOMEM); /* needs a block of 4 cells */
+    CHECK_EQ(add(l, "d", 21), -ENOMEM); /* needs the segment of cells 2-3 */
     struct hrec r = {0};
     CHECK_EQ(engine_history_get(l, "d", 1, 100, hcheck, &r), 2);
     CHECK_EQ(r.bad, 0);
@@ -313,10 +313,10 @@ static void test_ring_growth_limit(void)
 }
 
 /* Rings growing while they are read and written: a writer keeps creating
- * devices, two threads record on the newest ones (each add of a young ring
- * may grow it, the old block then read by readers until its grace period
- * ends), and the main thread reads them: every entry whole, each thread's
- * entries newest first, never more than history_len. */
+ * devices, two threads record on the newest ones (an add of a young ring
+ * may publish a new segment while readers walk the ring), and the main
+ * thread reads them: every entry whole, each thread's entries newest
+ * first, never more than history_len. */
 #define GH 32
 #define GN 400
 static engine_t *GE;
@@ -336,7 +336,7 @@ static void *g_writer(void *arg)
     engine_thread_offline(GE);
     return NULL;
 }
-/* The batch path's ring prefetch reads a block's size while rings grow. */
+/* The batch path's ring prefetch loads segment pointers while rings grow. */
 static int g_row(void *arg, const struct engine_row *row)
 {
     uint64_t k = *(uint64_t *)arg;
