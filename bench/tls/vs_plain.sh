@@ -108,6 +108,14 @@ for line in open(sys.argv[1]):
         sys.exit(f"{f[0]}: no operation answered")
     runs.setdefault(f[0], []).append(
         (float(kv["ops_per_s"]), float(kv["server_cpu_us_per_op"]), float(kv["p50_us"])))
+# Round r's plain and TLS runs of one depth ran back to back, so what other
+# processes did to the machine hit both alike: the median of these per-round
+# ratios is steadier on a shared machine than the ratio of bests or medians.
+def paired(d):
+    p, t = runs.get(f"plain_d{d}", []), runs.get(f"tls_d{d}", [])
+    ops = [b[0] / a[0] for a, b in zip(p, t)]
+    cpu = [b[1] / a[1] for a, b in zip(p, t) if a[1] > 0 and b[1] > 0]
+    return ops, cpu
 def summary(name):
     r = runs[name]
     cpu = [x[1] for x in r if x[1] > 0] or [float("nan")]
@@ -124,4 +132,9 @@ for d, target in ((1, 0.8), (16, 0.9)):
           f"{'met' if ratio >= target else 'missed'}), server cpu/inquiry {t['cpu'] / p['cpu']:.2f}x, "
           f"p50 {t['p50'] / p['p50']:.2f}x; medians: ops/s {t['mops'] / p['mops']:.2f}x, "
           f"cpu/inquiry {t['mcpu'] / p['mcpu']:.2f}x")
+    ops, cpu = paired(d)
+    if ops:
+        print(f"paired tls/plain d{d} (median of {len(ops)} back-to-back pairs): ops/s "
+              f"{statistics.median(ops):.2f}x (range {min(ops):.2f}-{max(ops):.2f}), cpu/inquiry "
+              f"{statistics.median(cpu) if cpu else float('nan'):.2f}x")
 PY
