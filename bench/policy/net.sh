@@ -76,12 +76,13 @@ python3 $SETUP "${PORT[prefs]}" "${SECRET[prefs]}" prefs "$KEYS"
 echo "# $KEYS rows in each server; prefs set on every device of 'prefs'"
 
 # Warm-up, not counted: the first inquiries of a device grow its history
-# ring (blocks of 2, 4, 8, 16 cells: allocations, copies, first touches of
+# ring (segments of 2, 2, 4, 8 cells: allocations and first touches of
 # fresh pages; before growable rings they touched the ring's pages and
 # allocated overflow buffers for entries over 40 bytes, ics-loadgen's being
 # 49). A device's ring is full and warm only after 16 inquiries of it:
-# WARMUP=$((32 * KEYS / 300000)) seconds or so at 300k inquiries/s. What
-# young rings cost is measured in-process by bench/engine/hist.sh.
+# WARMUP=$((32 * KEYS / 300000)) seconds or so at 300k inquiries/s (more
+# on a loaded machine: WARMUP=30). What young rings cost is measured
+# in-process by bench/engine/hist.sh.
 for n in $SERVERS; do
   lg --port "${PORT[$n]}" "${TP[@]}" --depth 16 --duration "$WARMUP" --label "warmup_$n" >/dev/null
 done
