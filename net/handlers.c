@@ -803,6 +803,7 @@ static void h_stat(struct rq *x)
         stat_one(x, "snapshot_lsn", ss.snapshot_lsn);
         stat_one(x, "snapshot_bytes", ss.snapshot_bytes);
         stat_one(x, "expired", ss.expired);
+        stat_one(x, "history_dropped", ss.history_dropped);
         stat_one(x, "recovery_us", ss.recovery_us);
         stat_one(x, "recovered_records", ss.recovered_records);
         stat_one(x, "read_only", (uint64_t)ss.read_only);

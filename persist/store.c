@@ -92,7 +92,8 @@ struct store {
 
     /* stats (atomics) */
     uint64_t wal_records, syncs, sync_us, batch_max, snapshots, snapshot_lsn,
-        snapshot_bytes, expired, recovery_us, recovered_records, log_at_snapshot;
+        snapshot_bytes, expired, recovery_us, recovered_records, log_at_snapshot,
+        history_dropped;
 };
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -244,7 +245,18 @@ static void history(store_t *s, const struct engine_row *row, uint8_t ev,
         .principal_len = (uint16_t)actor->n, .uri = row->uri, .uri_len = row->uri_len,
         .uti = row->uti, .uti_len = row->uti_len, .lsn = lsn, .part = part,
     };
-    (void)engine_history_add(s->e, row->device, row->device_len, &h);
+    if (engine_history_add(s->e, row->device, row->device_len, &h) != -ENOMEM)
+        return;
+    /* The change is applied and logged; only its history entry is lost:
+     * the memory limit refused the ring room for it. Counted (STAT wal
+     * history_dropped) and said at the 1st, 2nd, 4th, 8th ... drop, so a
+     * server at its limit reports it without flooding its log. */
+    uint64_t n = ADD(s->history_dropped, 1) + 1;
+    if ((n & (n - 1)) == 0)
+        slog(s, STORE_LOG_WARN,
+             "history entry of LSN %llu not kept: the engine's memory limit refused its ring "
+             "room (%llu entries dropped so far)",
+             (unsigned long long)lsn, (unsigned long long)n);
 }
 
 /* Applies c at lsn. cas only live (ignored on replay). Returns the engine's
@@ -1259,6 +1271,7 @@ void store_stats(store_t *s, struct store_stats *st)
     st->expired = LOAD(s->expired);
     st->recovery_us = LOAD(s->recovery_us);
     st->recovered_records = LOAD(s->recovered_records);
+    st->history_dropped = LOAD(s->history_dropped);
     st->read_only = __atomic_load_n(&s->read_only, __ATOMIC_RELAXED);
     st->encrypted = s->seal.on;
     st->relaxed = s->cfg.durability == STORE_RELAXED;

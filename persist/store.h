@@ -142,6 +142,7 @@ struct store_stats {
     uint64_t expired;
     uint64_t recovery_us, recovered_records;
     int read_only, encrypted, relaxed;
+    uint64_t history_dropped;  /* logged changes whose history entry the memory limit refused */
 };
 void store_stats(store_t *s, struct store_stats *st);
 

@@ -301,8 +301,73 @@ static void read_only(void)
     printf("read only: ok\n");
 }
 
+static int count_hist(void *arg, const struct engine_hist *h)
+{
+    (void)h;
+    ++*(int *)arg;
+    return 0;
+}
+
+/* A map the memory limit lets in whose history entry it refuses (the
+ * ring's first cells come with the first entry): the change stands, the
+ * entry is counted as dropped and the log says so once. The limit that
+ * does this is searched for, 8 bytes at a time, between the engine's size
+ * before and after one recorded map. */
+static void history_dropped(void)
+{
+    struct engine_config ec = {.initial_devices = 8, .history_len = 16};
+    engine_t *e;
+    CHECK_EQ(engine_create(&e, &ec), 0);
+    struct engine_stats es;
+    engine_stats(e, &es);
+    uint64_t before = es.bytes;
+    struct engine_map_req rq = {"dev-1", 5, "https://svc.example", 19, "uti-1", 5, "own", 3, 0, 0};
+    CHECK_EQ(engine_map(e, &rq, 1, NULL), 0);
+    engine_stats(e, &es);
+    uint64_t mapped = es.bytes;
+    engine_destroy(e);
+
+    int found = 0;
+    for (uint64_t lim = mapped; lim <= mapped + 2048 && !found; lim += 8) {
+        char dir[256], err[512];
+        mk_tmpdir(dir, sizeof(dir));
+        struct logcap lc = {.mu = PTHREAD_MUTEX_INITIALIZER};
+        struct engine_config lec = {.initial_devices = 8, .history_len = 16,
+                                    .mem_limit = (size_t)lim};
+        CHECK_EQ(engine_create(&e, &lec), 0);
+        store_t *s;
+        struct store_config cfg = {.dir = dir, .log = logcap_fn, .log_ctx = &lc};
+        CHECK_EQ(store_open(&s, e, &cfg, err, sizeof(err)), 0);
+        CHECK_EQ(store_recover(s, err, sizeof(err)), 0);
+        CHECK_EQ(store_start(s), 0);
+        struct wg w;
+        wg_init(&w);
+        int r = map_wait(s, "dev-1", "https://svc.example", "uti-1", "own", 0, &w);
+        int entries = 0;
+        engine_history_get(e, "dev-1", 5, 16, count_hist, &entries);
+        struct store_stats st;
+        store_stats(s, &st);
+        if (r == 0 && entries == 0) {
+            found = 1;
+            CHECK_EQ(st.history_dropped, 1);
+            CHECK(strstr(lc.text, "history entry of LSN 1 not kept") != NULL);
+            CHECK_EQ(st.last_lsn, 1); /* the change itself stands */
+        } else if (r == 0) {
+            CHECK_EQ(st.history_dropped, 0);
+            CHECK_EQ(entries, 1);
+        }
+        store_close(s);
+        engine_destroy(e);
+        rm_rf(dir);
+    }
+    CHECK(before < mapped);
+    CHECK(found);
+    printf("history dropped: ok\n");
+}
+
 int main(void)
 {
+    history_dropped();
     lifecycle();
     aux_in_log_unregistered();
     retention_cap();
