@@ -4,12 +4,12 @@
 # "## Persistence").
 #   bench/persist/run.sh [--smoke] [--rows N] [--tail N] [--seconds S]
 #   --smoke: a seconds-long run (100k rows, ICS_BENCH_ROWS overrides)
-#   --parts "disk map relaxed recovery": a subset (default all)
+#   --parts "disk map server relaxed recovery": a subset (default all)
 # Env: ICS_BUILD_DIR (default build/release). Data goes to a fresh
 # directory under ${TMPDIR:-/tmp} (the disk being measured) and is removed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-SMOKE=0 ROWS="" TAIL="" SECS="" PARTS="disk map relaxed recovery"
+SMOKE=0 ROWS="" TAIL="" SECS="" PARTS="disk map server relaxed recovery"
 while [ $# -gt 0 ]; do
   case $1 in
     --smoke) SMOKE=1 ;;
@@ -39,7 +39,12 @@ for t in redis-server redis-cli redis-benchmark; do
 done
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/ics-persistbench-XXXXXX")
 RPID=""
-cleanup() { [ -n "$RPID" ] && kill "$RPID" 2>/dev/null; rm -rf "$TMP"; }
+IPID=""
+cleanup() {
+  [ -n "$RPID" ] && kill "$RPID" 2>/dev/null
+  [ -n "$IPID" ] && kill "$IPID" 2>/dev/null
+  rm -rf "$TMP"
+}
 trap cleanup EXIT
 
 # Redis on loopback, a random port in 20000-60000 (retried), its own dir.
@@ -100,6 +105,44 @@ for N in 1 16 64; do
   row "durable map, $N writer(s) (changes/s; per fsync $PERSYNC)" "$OURS" "$RED" "$(ratio "$OURS" "$RED")x"
   [ $N = 1 ] && row "1 writer vs raw O_DSYNC 4 KiB writes/s" "$OURS" "$DSYNC (disk)" "$(ratio "$OURS" "$DSYNC")x"
 done
+redis_stop
+fi
+
+# 2b. The same through the server, as Redis is measured: icsd (default
+#     durability sync, its data on this disk) driven over loopback by
+#     ics-loadgen, N connections each with one MAP in flight (--op mix
+#     --read-pct 0: every request a durable map of a random row), against
+#     redis-benchmark SET with N clients. A connection's acknowledgement is
+#     the worker's reply after the group's fdatasync, so the hand-off is one
+#     mailbox post per worker per batch instead of one thread wake per
+#     writer (bench_persist map, above): what a provider sees.
+if want server; then
+if [ ! -x "$BUILD/server/icsd" ] || [ ! -x "$BUILD/bench/net/ics-loadgen" ]; then
+  cmake --build "$BUILD" -j2 --target icsd ics-loadgen >/dev/null
+fi
+redis_start always2 --appendonly yes --appendfsync always
+mkdir -p "$TMP/srv"
+"$BUILD/server/icsd" --data "$TMP/srv" --port 0 --port-file "$TMP/srv.port" --log-level warn \
+  2>>"$TMP/srv.log" &
+IPID=$!
+for _ in $(seq 200); do [ -s "$TMP/srv.port" ] && break; sleep 0.05; done
+IPORT=$(cat "$TMP/srv.port"); ISEC=$(sed -n 's/^secret=//p' "$TMP/srv/admin.cred")
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+for N in 1 16 64; do
+  OURS_L="" RED_L=""
+  for _ in $(seq $ROUNDS); do
+    M=$("$BUILD/bench/net/ics-loadgen" --port "$IPORT" --user admin --secret "$ISEC" --op mix \
+        --read-pct 0 --keys 10000000 --conns $N --depth 1 --duration "$SECS" --label "icsd_map_$N")
+    echo "$M"
+    O=$(echo "$M" | kv ops_per_s); OURS_L+="$O\n"
+    REQ=$(awk -v r="$O" -v s="$SECS" -v n=$N 'BEGIN { x = int(r * s / 2); if (x < 20 * n) x = 20 * n; print x }')
+    R=$(redis_set_rate $N "$REQ"); echo "redis appendfsync=always clients=$N requests=$REQ set_per_s=$R"
+    RED_L+="$R\n"
+  done
+  OURS=$(printf "$OURS_L" | median); RED=$(printf "$RED_L" | median)
+  row "durable map via the server, $N connection(s)" "$OURS" "$RED" "$(ratio "$OURS" "$RED")x"
+done
+kill -TERM $IPID; wait $IPID 2>/dev/null || true; IPID=""
 redis_stop
 fi
 
