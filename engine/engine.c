@@ -1471,7 +1471,9 @@ static int ring_room(engine_t *e, struct ext *hs, uint64_t n)
     for (uint32_t k = 0; n && k <= seg_of(n - 1); k++) {
         if (hs->seg[k]) /* plain: only lock holders store it */
             continue;
-        uint64_t *sp = eng_alloc(e, seg_size(e->hlen, k), true);
+        size_t sz = seg_size(e->hlen, k);
+        ENGINE_PANIC_IF(sz == 0); /* k <= seg_of(n - 1) and n <= hlen: never empty */
+        uint64_t *sp = eng_alloc(e, sz, true);
         if (!sp)
             return -ENOMEM;
         /* A cell not yet written needs only its version and overflow
