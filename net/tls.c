@@ -938,13 +938,17 @@ int tls_conn_feed_end(struct tls_conn *c)
 /* All input read. A buffer of the usual size stays for the next burst (a
  * busy connection would otherwise allocate and free it once per burst)
  * until tls_conn_trim; one grown by a big message goes now. */
+static void in_free(struct tls_conn *c)
+{
+    mem_free(&c->ctx->mem, c->in);
+    c->in = NULL;
+    c->in_cap = 0;
+}
+
 static void in_drained(struct tls_conn *c)
 {
-    if (c->in_len == 0 && c->in_cap > TLS_IN_KEEP_BYTES) {
-        mem_free(&c->ctx->mem, c->in);
-        c->in = NULL;
-        c->in_cap = 0;
-    }
+    if (c->in_len == 0 && c->in_cap > TLS_IN_KEEP_BYTES)
+        in_free(c);
 }
 
 ssize_t tls_conn_read(struct tls_conn *c, void *out, size_t cap)
@@ -1072,11 +1076,8 @@ void tls_conn_out_consume(struct tls_conn *c, size_t n)
 
 void tls_conn_trim(struct tls_conn *c)
 {
-    if (c->in && c->in_len == 0) {
-        mem_free(&c->ctx->mem, c->in);
-        c->in = NULL;
-        c->in_cap = 0;
-    }
+    if (c->in && c->in_len == 0)
+        in_free(c);
     struct tls_out_chunk *k = c->out_head;
     if (k && !k->next && k->off == k->len) {
         mem_free(&c->ctx->mem, k);
