@@ -169,6 +169,17 @@ static inline uint64_t *ring_cell(struct ext *hs, uint64_t i)
     return sp ? sp + (i - seg_base(k)) * HC_W : NULL;
 }
 
+/* Warms a cell an adder is about to rewrite (a hint: it never faults). */
+static inline void cell_prefetch(const uint64_t *cell)
+{
+    const char *c = (const char *)cell;
+    if (!c)
+        return;
+    __builtin_prefetch(c, 1, 3); /* a cell spans 2 or 3 lines */
+    __builtin_prefetch(c + 64, 1, 3);
+    __builtin_prefetch(c + HC_W * 8 - 1, 1, 3);
+}
+
 /* One row, stored inline in its device record, packed (no padding: x86
  * loads unaligned words at full speed) and variable-sized (UTI inline).
  * off leads from a row back to its record: the binding index points at
@@ -1036,12 +1047,8 @@ void engine_inquire_device_batch_ex(engine_t *e, const struct engine_key *keys,
                 /* relaxed head: a hint, hist_put reads it again under the
                  * ring's lock (the segment pointer: see ring_cell). */
                 uint64_t seq = __atomic_load_n(&hx[i]->head, __ATOMIC_RELAXED);
-                const char *c = (const char *)ring_cell(hx[i], seq % e->hlen);
-                if (!c)
-                    continue; /* the add makes a segment: nothing to warm */
-                __builtin_prefetch(c, 1, 3); /* a cell spans 2 or 3 lines */
-                __builtin_prefetch(c + 64, 1, 3);
-                __builtin_prefetch(c + HC_W * 8 - 1, 1, 3);
+                /* NULL (the add makes a segment): nothing to warm */
+                cell_prefetch(ring_cell(hx[i], seq % e->hlen));
             }
         }
         /* Stage 3: the lookups proper, in key order. */
@@ -2130,12 +2137,7 @@ static int hist_put(engine_t *e, struct ext *hs, const struct engine_hist *h)
      * before it, and the cell's stores after it wait for their lines.
      * relaxed head: a hint, read again under the lock. */
     uint64_t pseq = __atomic_load_n(&hs->head, __ATOMIC_RELAXED);
-    const char *pc = (const char *)ring_cell(hs, pseq % e->hlen);
-    if (pc) {
-        __builtin_prefetch(pc, 1, 3);
-        __builtin_prefetch(pc + 64, 1, 3);
-        __builtin_prefetch(pc + HC_W * 8 - 1, 1, 3);
-    }
+    cell_prefetch(ring_cell(hs, pseq % e->hlen));
     /* The entry's bytes, built privately first, then stored word by word. */
     uint64_t v[HE_MAX_W];
     size_t nb = (size_t)h->principal_len + h->uri_len + h->uti_len;
