@@ -236,13 +236,22 @@ static inline struct rec *rec_of(const struct row *w)
 
 /* Index slot: one 64-bit word, so a slot changes in one atomic store.
  * Bits 0..47 hold the pointer (a record in the device index, a row in the
- * binding index; x86-64 user addresses fit in 47 bits), bits 48..63 the
- * low 16 bits of the key's hash, which filter probes without a load of the
- * record. 0 = empty, 1 = tombstone. The slot's home is the top bits of the
- * hash, recomputed from the record when a table is rebuilt. */
+ * binding index; x86-64 user addresses fit in 47 bits); bits 48..50 the
+ * span: how many cache lines past the pointer's own the object reaches
+ * (saturating at 7), so a reader prefetches all of it the moment it has
+ * the slot instead of finding each next row's line only after the last
+ * one arrived (a record's rows are variable-sized: their addresses are a
+ * chain of loads); bits 51..63 the low 13 bits of the key's hash, which
+ * filter probes without a load of the record (a stray match: 1 in 8192).
+ * 0 = empty, 1 = tombstone. The slot's home is the top bits of the hash,
+ * recomputed from the record when a table is rebuilt. */
 #define SLOT_EMPTY 0u
 #define SLOT_TOMB 1u
 #define PTR_MASK ((UINT64_C(1) << 48) - 1)
+#define SPAN_SHIFT 48
+#define SPAN_MAX 7u
+#define TAG_SHIFT 51
+#define TAG_MASK ((UINT64_C(1) << (64 - TAG_SHIFT)) - 1)
 
 struct tab {
     size_t cap;     /* power of two */
@@ -254,6 +263,8 @@ struct tab {
 struct idx {
     /* a slot's key hash, recomputed from what the slot points at */
     uint64_t (*rehash)(const engine_t *e, const void *p);
+    /* the bytes of what a slot points at (for the span) */
+    size_t (*size)(const void *p);
     struct tab *cur;   /* readers: acquire load; writer: owner */
     struct tab *next;  /* writer only: the table being filled */
     size_t mig;        /* writer only: slots of cur copied into next */
@@ -606,19 +617,36 @@ static inline size_t home_of(const struct tab *t, uint64_t h)
 {
     return (size_t)(h >> t->shift);
 }
-static inline uint64_t slot_of(uint64_t h, const void *p)
+static inline uint64_t slot_of(uint64_t h, const void *p, size_t bytes)
 {
     uint64_t v = (uint64_t)(uintptr_t)p;
-    ENGINE_PANIC_IF(v > PTR_MASK || v <= SLOT_TOMB);
-    return (h << 48) | v;
+    ENGINE_PANIC_IF(v > PTR_MASK || v <= SLOT_TOMB || bytes == 0);
+    uint64_t span = ((v + bytes - 1) >> 6) - (v >> 6);
+    if (span > SPAN_MAX)
+        span = SPAN_MAX;
+    return (h << TAG_SHIFT) | (span << SPAN_SHIFT) | v;
 }
 static inline bool tag_is(uint64_t w, uint64_t h)
 {
-    return (w >> 48) == (h & 0xffff) && w > SLOT_TOMB;
+    return (w >> TAG_SHIFT) == (h & TAG_MASK) && w > SLOT_TOMB;
 }
 static inline void *ptr_of(uint64_t w)
 {
     return (void *)(uintptr_t)(w & PTR_MASK);
+}
+/* Prefetches every line of what slot word w points at (a hint: prefetches
+ * never fault, and a stale word only wastes them). */
+static inline void slot_prefetch(uint64_t w)
+{
+    const char *p = (const char *)((uintptr_t)ptr_of(w) & ~(uintptr_t)63);
+    unsigned span = (unsigned)(w >> SPAN_SHIFT) & SPAN_MAX;
+    /* Four lines always, clamped to the last (a repeat merges with the
+     * miss already in flight): a loop to the span would branch on it, and
+     * spans vary from record to record, so the branch mispredicts. */
+    for (unsigned i = 0; i < 4; i++)
+        __builtin_prefetch(p + 64 * (i < span ? i : span));
+    for (unsigned i = 4; i <= span; i++)
+        __builtin_prefetch(p + 64 * i);
 }
 
 static inline uint64_t ld_slot(const uint64_t *s)
@@ -641,7 +669,7 @@ static inline uint64_t wr_slot(const uint64_t *s)
 }
 
 /* Writer: first empty or tombstone slot for h (the key is known absent). */
-static size_t tab_put(struct tab *t, uint64_t h, const void *p, bool *was_empty)
+static size_t tab_put(struct tab *t, uint64_t h, uint64_t w, bool *was_empty)
 {
     size_t m = t->cap - 1, i = home_of(t, h), n = 0;
     while (wr_slot(&t->s[i]) > SLOT_TOMB) {
@@ -649,7 +677,7 @@ static size_t tab_put(struct tab *t, uint64_t h, const void *p, bool *was_empty)
         i = (i + 1) & m;
     }
     *was_empty = wr_slot(&t->s[i]) == SLOT_EMPTY;
-    st_slot(&t->s[i], slot_of(h, p));
+    st_slot(&t->s[i], w);
     return i;
 }
 
@@ -657,11 +685,10 @@ static size_t tab_put(struct tab *t, uint64_t h, const void *p, bool *was_empty)
 static size_t tab_find_ptr(const struct tab *t, uint64_t h, const void *p)
 {
     size_t m = t->cap - 1, i = home_of(t, h);
-    uint64_t want = slot_of(h, p);
     for (size_t n = 0; n < t->cap; n++, i = (i + 1) & m) {
         uint64_t w = wr_slot(&t->s[i]);
         ENGINE_PANIC_IF(w == SLOT_EMPTY);
-        if (w == want)
+        if (w > SLOT_TOMB && ptr_of(w) == p)
             return i;
     }
     engine_panic(__FILE__, __LINE__, "index slot not found");
@@ -670,11 +697,12 @@ static size_t tab_find_ptr(const struct tab *t, uint64_t h, const void *p)
 static void ix_insert(struct idx *x, uint64_t h, const void *p)
 {
     bool empty;
-    size_t i = tab_put(x->cur, h, p, &empty);
+    uint64_t w = slot_of(h, p, x->size(p));
+    size_t i = tab_put(x->cur, h, w, &empty);
     x->live++;
     x->used += empty;
     if (x->next && i < x->mig) { /* already copied: mirror */
-        tab_put(x->next, h, p, &empty);
+        tab_put(x->next, h, w, &empty);
         x->nlive++;
         x->nused += empty;
     }
@@ -683,11 +711,11 @@ static void ix_insert(struct idx *x, uint64_t h, const void *p)
 /* Repoints slot i of the current table (key hash h) to p. */
 static void ix_set(struct idx *x, size_t i, uint64_t h, const void *p)
 {
-    uint64_t old = wr_slot(&x->cur->s[i]);
-    st_slot(&x->cur->s[i], slot_of(h, p)); /* release: publishes p */
+    uint64_t old = wr_slot(&x->cur->s[i]), w = slot_of(h, p, x->size(p));
+    st_slot(&x->cur->s[i], w); /* release: publishes p */
     if (x->next && i < x->mig) {
         size_t j = tab_find_ptr(x->next, h, ptr_of(old));
-        st_slot(&x->next->s[j], slot_of(h, p));
+        st_slot(&x->next->s[j], w);
     }
 }
 
@@ -740,7 +768,8 @@ static void ix_step(engine_t *e, struct idx *x, size_t k)
         uint64_t w = wr_slot(&c->s[x->mig++]);
         if (w > SLOT_TOMB) {
             bool empty;
-            tab_put(x->next, x->rehash(e, ptr_of(w)), ptr_of(w), &empty);
+            /* the word moves as it is: same key, same object */
+            tab_put(x->next, x->rehash(e, ptr_of(w)), w, &empty);
             x->nlive++;
             x->nused += empty;
         }
@@ -823,6 +852,7 @@ static struct rec *dev_find(const struct tab *t, uint64_t h, const void *d,
             return NULL;
         if (tag_is(w, h)) {
             struct rec *r = ptr_of(w);
+            slot_prefetch(w); /* the rows behind the ID: see the slot */
             if (r->dev_len == n && memcmp(r->dev, d, n) == 0) {
                 if (slot_i)
                     *slot_i = i;
@@ -844,6 +874,7 @@ static struct row *bind_find(const struct tab *t, uint64_t h, const void *u,
             return NULL;
         if (tag_is(w, h)) {
             struct row *r = ptr_of(w);
+            slot_prefetch(w); /* a row may straddle two lines */
             if (row_is(r, u, ul, ut, tl))
                 return r;
         }
@@ -987,78 +1018,106 @@ int engine_inquire_binding(engine_t *e, const void *uri, size_t uri_len,
     return rc;
 }
 
+/* Batched lookups are a software pipeline. Each key goes through dependent
+ * steps, each a likely cache miss on the line the step before found: its
+ * bytes, its home slot, its record, (recording) the ring head, the ring
+ * cell, and finally the visit. Key i takes step s at pass i + s * LAG, so
+ * when a step loads a line it was prefetched LAG keys' worth of work
+ * earlier, and the misses of several keys are in flight at once. A longer
+ * LAG waits less per key but lengthens the ramp of each batch, where only
+ * prefetching happens; 6 was best at 1M rows (bench/README.md), against a
+ * stage-at-a-time loop that visited each record right after prefetching
+ * the last one. Keys are hashed before the pipeline, all at once: a
+ * hash's only miss is the key itself, whose address needs no load. */
 #define BATCH 16
+#define LAG 6
+
+/* One key's state in the pipeline. */
+struct bkey {
+    uint64_t h;            /* 0: invalid key */
+    const struct rec *r;   /* the home slot's record if its tag matched */
+    struct ext *x;         /* its history ring (recording only) */
+};
+
+/* Step 2: the home slot (prefetched by the hashing pass) -> prefetch the
+ * record, every line of it (the slot's span). */
+static inline void bstep_slot(const struct tab *t, struct bkey *b)
+{
+    b->r = NULL;
+    if (!b->h)
+        return;
+    uint64_t w = ld_slot(&t->s[home_of(t, b->h)]);
+    if (!tag_is(w, b->h))
+        return;
+    slot_prefetch(w);
+    b->r = ptr_of(w);
+}
+
+/* Steps 3 and 4 when recording (ENGINE_INQ_RECORD): the history add the
+ * callback will make waits on the ring's head line, then on the cell lines
+ * it rewrites. These are hints: a record, head or segment that changed
+ * since only costs a wasted prefetch (nothing is freed before a grace
+ * period and we are inside the read section; a prefetch never faults). An
+ * entry over a cell's 64 inline bytes also rewrites its overflow buffer,
+ * not prefetched: rare. */
+static inline void bstep_ring(struct bkey *b)
+{
+    b->x = b->r ? rec_ext(b->r) : NULL;
+    if (b->x)
+        __builtin_prefetch(b->x, 1, 3);
+}
+static inline void bstep_cell(const engine_t *e, const struct bkey *b)
+{
+    if (!b->x)
+        return;
+    /* relaxed head: a hint, hist_put reads it again under the ring's lock
+     * (the segment pointer: see ring_cell). NULL (the add makes a
+     * segment): nothing to warm. */
+    uint64_t seq = __atomic_load_n(&b->x->head, __ATOMIC_RELAXED);
+    cell_prefetch(ring_cell(b->x, seq % e->hlen));
+}
+
 void engine_inquire_device_batch_ex(engine_t *e, const struct engine_key *keys,
                                     size_t n, engine_row_fn fn, void *arg,
                                     int *results, unsigned flags)
 {
     const bool rec = (flags & ENGINE_INQ_RECORD) && e->hlen;
+    const size_t visit_at = (rec ? 3 : 1) * LAG; /* the visit's lag */
     rd_lock();
     const struct tab *t = cur_tab(&e->dix);
     for (size_t base = 0; base < n; base += BATCH) {
         size_t k = n - base < BATCH ? n - base : BATCH;
-        uint64_t h[BATCH];
-        /* Stage 1: hash every key and prefetch its home slot. */
+        const struct engine_key *q = keys + base;
+        struct bkey b[BATCH];
+        /* The keys' bytes (a caller's keys may be cold), then each key's
+         * hash and home slot. */
+        for (size_t i = 0; i < k; i++)
+            if (q[i].p && q[i].len) {
+                __builtin_prefetch(q[i].p);
+                __builtin_prefetch((const char *)q[i].p + q[i].len - 1);
+            }
         for (size_t i = 0; i < k; i++) {
-            const struct engine_key *q = &keys[base + i];
-            if (!q->p || bad_id(q->len)) {
-                h[i] = 0;
+            b[i].h = 0;
+            if (!q[i].p || bad_id(q[i].len))
                 continue;
-            }
-            h[i] = dev_hash(e, q->p, q->len);
-            __builtin_prefetch(&t->s[home_of(t, h[i])]);
+            b[i].h = dev_hash(e, q[i].p, q[i].len);
+            __builtin_prefetch(&t->s[home_of(t, b[i].h)]);
         }
-        /* Stage 2: prefetch the record the home slot points at. */
-        const struct rec *hr[BATCH];
-        for (size_t i = 0; i < k; i++) {
-            hr[i] = NULL;
-            if (!h[i])
+        for (size_t j = 0; j < k + visit_at; j++) {
+            if (j < k)
+                bstep_slot(t, &b[j]);
+            if (rec && j >= LAG && j - LAG < k)
+                bstep_ring(&b[j - LAG]);
+            if (rec && j >= 2 * LAG && j - 2 * LAG < k)
+                bstep_cell(e, &b[j - 2 * LAG]);
+            if (j < visit_at)
                 continue;
-            uint64_t w = ld_slot(&t->s[home_of(t, h[i])]);
-            if (tag_is(w, h[i])) {
-                /* header and ID, and the first rows a visit will read */
-                const char *p = ptr_of(w);
-                __builtin_prefetch(p);
-                __builtin_prefetch(p + 64);
-                __builtin_prefetch(p + 128);
-                hr[i] = (const struct rec *)p;
-            }
-        }
-        if (rec) {
-            /* The history adds the callback will make (ENGINE_INQ_RECORD):
-             * each waits on the ring's head line (head and block pointer),
-             * then on the cell lines it rewrites. One more stage per
-             * dependent load, each over the whole batch, so the misses of
-             * the 16 rings overlap instead of coming one add at a time.
-             * These are hints: a record, head or block that changed since
-             * only costs a wasted prefetch (a block is freed only after a
-             * grace period and we are inside the read section; a prefetch
-             * never faults anyway). An entry over a cell's 64 inline bytes
-             * also rewrites its overflow buffer, not prefetched: rare. */
-            struct ext *hx[BATCH];
-            for (size_t i = 0; i < k; i++) {
-                hx[i] = hr[i] ? rec_ext(hr[i]) : NULL;
-                if (hx[i])
-                    __builtin_prefetch(hx[i], 1, 3);
-            }
-            for (size_t i = 0; i < k; i++) {
-                if (!hx[i])
-                    continue;
-                /* relaxed head: a hint, hist_put reads it again under the
-                 * ring's lock (the segment pointer: see ring_cell). */
-                uint64_t seq = __atomic_load_n(&hx[i]->head, __ATOMIC_RELAXED);
-                /* NULL (the add makes a segment): nothing to warm */
-                cell_prefetch(ring_cell(hx[i], seq % e->hlen));
-            }
-        }
-        /* Stage 3: the lookups proper, in key order. */
-        for (size_t i = 0; i < k; i++) {
-            const struct engine_key *q = &keys[base + i];
-            if (!h[i]) {
+            size_t i = j - visit_at;
+            if (!b[i].h) {
                 results[base + i] = -EINVAL;
                 continue;
             }
-            const struct rec *r = dev_find(t, h[i], q->p, q->len, NULL);
+            const struct rec *r = dev_find(t, b[i].h, q[i].p, q[i].len, NULL);
             results[base + i] = (r && r->nrows) ? visit_rows(r, fn, arg)
                                                 : -ENOENT;
         }
@@ -1412,6 +1471,11 @@ static size_t rows_bytes(const struct rec *r)
 static size_t rec_bytes(const struct rec *r)
 {
     return rec_size(r->dev_len, rec_pf_bytes(r) + rows_bytes(r));
+}
+static size_t rec_size_of(const void *p) { return rec_bytes(p); }
+static size_t row_size_of(const void *p)
+{
+    return ROW_SZ(((const struct row *)p)->uti_len);
 }
 
 static size_t hbuf_size(uint32_t nw)
@@ -2565,6 +2629,8 @@ int engine_create(engine_t **out, const struct engine_config *cfg)
     e->min_cap = cap;
     e->dix.rehash = rec_hash;
     e->bix.rehash = row_hash;
+    e->dix.size = rec_size_of;
+    e->bix.size = row_size_of;
     e->dix.cur = tab_new(e, cap, true);
     e->bix.cur = tab_new(e, cap, true);
     if (!e->dix.cur || !e->bix.cur) {
