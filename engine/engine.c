@@ -823,11 +823,33 @@ static void ix_maybe_shrink(engine_t *e, struct idx *x)
 /* ------------------------------------------------------------------------ */
 /* Lookups                                                                   */
 
+static inline uint64_t ld8(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v); /* one unaligned load */
+    return v;
+}
+
+/* IDs are short (1..128 bytes, typically a 36-byte UUID): compared inline
+ * a word at a time, the last word overlapping, differences OR-ed without a
+ * branch per word. memcmp is a call through the PLT and decides the order,
+ * which no caller here needs. */
+static inline bool id_eq(const void *a, const void *b, size_t n)
+{
+    const uint8_t *x = a, *y = b;
+    if (n < 8)
+        return memcmp(x, y, n) == 0;
+    uint64_t d = ld8(x + n - 8) ^ ld8(y + n - 8);
+    for (size_t i = 0; i + 8 < n; i += 8)
+        d |= ld8(x + i) ^ ld8(y + i);
+    return d == 0;
+}
+
 static inline bool row_is(const struct row *w, const void *u, size_t ul,
                           const void *t, size_t tl)
 {
     return w->uti_len == tl && w->uri->len == ul &&
-           memcmp(w->uti, t, tl) == 0 && memcmp(w->uri->b, u, ul) == 0;
+           id_eq(w->uti, t, tl) && memcmp(w->uri->b, u, ul) == 0;
 }
 
 static const struct row *rec_find_row(const struct rec *r, const void *u,
@@ -853,7 +875,7 @@ static struct rec *dev_find(const struct tab *t, uint64_t h, const void *d,
         if (tag_is(w, h)) {
             struct rec *r = ptr_of(w);
             slot_prefetch(w); /* the rows behind the ID: see the slot */
-            if (r->dev_len == n && memcmp(r->dev, d, n) == 0) {
+            if (r->dev_len == n && id_eq(r->dev, d, n)) {
                 if (slot_i)
                     *slot_i = i;
                 return r;
@@ -888,15 +910,10 @@ static inline struct tab *cur_tab(const struct idx *x)
     return __atomic_load_n(&x->cur, __ATOMIC_CONSUME);
 }
 
-static void row_view(struct engine_row *v, const struct rec *r,
-                     struct pfv pf, const struct row *w)
+/* A row's view is the device's part, the same for all its rows, and the
+ * row's own: a visit fills the first once. */
+static inline void row_view_row(struct engine_row *v, const struct row *w)
 {
-    v->device = r->dev;
-    v->device_len = r->dev_len;
-    v->owner = r->owner ? r->owner->b : NULL;
-    v->owner_len = r->owner ? r->owner->len : 0;
-    v->prefs = pf.len ? pf.p : NULL;
-    v->prefs_len = pf.len;
     if (w) {
         v->uri = w->uri->b;
         v->uri_len = w->uri->len;
@@ -910,6 +927,17 @@ static void row_view(struct engine_row *v, const struct rec *r,
         v->expires_at = 0;
         v->lsn = 0;
     }
+}
+static void row_view(struct engine_row *v, const struct rec *r,
+                     struct pfv pf, const struct row *w)
+{
+    v->device = r->dev;
+    v->device_len = r->dev_len;
+    v->owner = r->owner ? r->owner->b : NULL;
+    v->owner_len = r->owner ? r->owner->len : 0;
+    v->prefs = pf.len ? pf.p : NULL;
+    v->prefs_len = pf.len;
+    row_view_row(v, w);
 }
 
 /* Both are plain loads: a record version is immutable once published (the
@@ -930,18 +958,20 @@ static inline struct pfv rec_prefs(const struct rec *r)
 
 static int visit_rows(const struct rec *r, engine_row_fn fn, void *arg)
 {
-    struct pfv pf = rec_prefs(r);
+    if (!fn || !r->nrows)
+        return (int)r->nrows;
     const struct row *w = rec_rows(r);
-    for (uint32_t i = 0; i < r->nrows; i++, w = row_next(w)) {
-        if (fn) {
-            struct engine_row v;
-            row_view(&v, r, pf, w);
-            int rc = fn(arg, &v);
-            if (rc)
-                return rc;
-        }
+    struct engine_row v;
+    row_view(&v, r, rec_prefs(r), w);
+    for (uint32_t i = 0;;) {
+        int rc = fn(arg, &v);
+        if (rc)
+            return rc;
+        if (++i == r->nrows)
+            return (int)r->nrows;
+        w = row_next(w);
+        row_view_row(&v, w);
     }
-    return (int)r->nrows;
 }
 
 static inline bool bad_id(size_t n) { return n == 0 || n > ENGINE_ID_MAX; }
