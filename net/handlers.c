@@ -819,6 +819,14 @@ static void h_stat(struct rq *x)
         stat_one(x, "closed_overflow",
                  atomic_load_explicit(&l->closed_overflow, memory_order_relaxed));
         stat_one(x, "recv_nobufs", atomic_load_explicit(&l->recv_nobufs, memory_order_relaxed));
+        uint64_t hits = 0, timeouts = 0;
+        for (unsigned i = 0; i < l->nw; i++) {
+            hits += atomic_load_explicit(&l->w[i].poll_hits, memory_order_relaxed);
+            timeouts += atomic_load_explicit(&l->w[i].poll_timeouts, memory_order_relaxed);
+        }
+        stat_one(x, "busy_poll_us", l->cfg.busy_poll_us);
+        stat_one(x, "busy_poll_hits", hits);
+        stat_one(x, "busy_poll_timeouts", timeouts);
         stat_one(x, "idle_timeout", l->cfg.idle_timeout_s);
         stat_one(x, "max_conn_buffer", l->cfg.max_conn_buffer);
     } else if (GROUP("ops")) {

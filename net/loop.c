@@ -328,6 +328,76 @@ static struct io_uring_sqe *get_sqe(struct worker *w)
     return sqe;
 }
 
+/* Adaptive polling. A client in a tight loop with us (one connection,
+ * pipelined or not) sends its next request within microseconds of our
+ * answer; sleeping in io_uring_enter and being woken for it costs that
+ * wake-up's latency on every round trip (on this VM most of a round trip).
+ * Each connection keeps an average of the time from an answer to its next
+ * input, and the worker the share of its inputs that come from the same
+ * connection as the one before. When one connection has the worker to
+ * itself (3/4 of inputs in a row from it) and turns around within the
+ * bound, the worker polls its ring (no sleep) for up to twice that average
+ * after answering it. With many active connections inputs interleave, a
+ * sleep is shared by the requests of all of them, and polling would only
+ * burn CPU (measured without this rule: CPU per inquiry at the same offered
+ * load with 16 connections went from 0.70-0.82x memcached's to 0.93-0.96x),
+ * so the loop sleeps as before; a client that stops costs at most one bound
+ * of polling before its average rises past it. */
+#define SAME_IN_POLL 768 /* of 1024 */
+static void poll_note_answer(struct conn *c, uint64_t now)
+{
+    c->answered_us = now;
+    struct worker *w = c->w;
+    uint32_t bound = w->l->cfg.busy_poll_us;
+    if (c->turn_us <= bound && w->same_in >= SAME_IN_POLL) {
+        uint32_t want = c->turn_us * 2 + 1;
+        if (want > bound)
+            want = bound;
+        if (now + want > w->poll_until)
+            w->poll_until = now + want;
+    }
+}
+
+static void poll_note_input(struct conn *c, uint64_t now)
+{
+    struct worker *w = c->w;
+    if (w->last_in == c)
+        w->same_in += (1024 - w->same_in) >> 3;
+    else
+        w->same_in -= w->same_in >> 3;
+    w->last_in = c;
+    if (!c->answered_us)
+        return;
+    uint64_t d = now - c->answered_us;
+    if (d > 1000000)
+        d = 1000000;
+    c->turn_us = c->turn_us == UINT32_MAX ? (uint32_t)d : (uint32_t)((3 * (uint64_t)c->turn_us + d) / 4);
+    c->answered_us = 0;
+}
+
+/* Instead of sleeping: poll for completions until w->poll_until. Returns 1
+ * if some arrived (the turn goes on without a sleep; the deadline stays, so
+ * the completion of our own send does not end the polling). Also submits
+ * what the turn queued and runs the deferred task work that posts
+ * completions (DEFER_TASKRUN), without waiting. */
+static int poll_wait(struct worker *w)
+{
+    if (!w->poll_until)
+        return 0;
+    while (mono_us() < w->poll_until) {
+        if (io_uring_submit_and_get_events(&w->ring) < 0)
+            break;
+        if (io_uring_cq_ready(&w->ring)) {
+            /* relaxed, both: statistics */
+            atomic_fetch_add_explicit(&w->poll_hits, 1, memory_order_relaxed);
+            return 1;
+        }
+    }
+    atomic_fetch_add_explicit(&w->poll_timeouts, 1, memory_order_relaxed);
+    w->poll_until = 0;
+    return 0;
+}
+
 static void conn_send(struct conn *c)
 {
 #ifdef ICS_HAVE_TLS
@@ -348,8 +418,10 @@ static void conn_send(struct conn *c)
             io_uring_prep_sendmsg(sqe, c->fd, m, MSG_NOSIGNAL);
         io_uring_sqe_set_data64(sqe, ud_make(U_SEND, c->slot, c->gen));
         c->send_inflight = 1;
+        uint64_t now = mono_us();
         if (!c->send_since_us)
-            c->send_since_us = mono_us();
+            c->send_since_us = now;
+        poll_note_answer(c, now);
         return;
     }
 #endif
@@ -358,8 +430,10 @@ static void conn_send(struct conn *c)
                        MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, ud_make(U_SEND, c->slot, c->gen));
     c->send_inflight = 1;
+    uint64_t now = mono_us();
     if (!c->send_since_us)
-        c->send_since_us = mono_us();
+        c->send_since_us = now;
+    poll_note_answer(c, now);
 }
 
 /* End of a loop turn: one send per connection covering everything it
@@ -485,6 +559,7 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe, int is_tls)
         }
     }
     c->fd = fd;
+    c->turn_us = UINT32_MAX; /* unknown: no polling until measured */
     c->w = w;
     c->slot = w->free_slots[--w->nfree];
     c->gen = w->gens[c->slot] & 0xffffffu;
@@ -630,6 +705,7 @@ static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
     if (!c->closing) {
         c->last_in_us = mono_us();
+        poll_note_input(c, c->last_in_us);
 #ifdef ICS_HAVE_TLS
         if (c->tls)
             tls_input(w, c, w->bufs + (size_t)bid * w->bufsz, (size_t)cqe->res);
@@ -880,7 +956,7 @@ static void *worker_main(void *arg)
     for (;;) {
         if (w->stopping && w->nlive == 0 && !w->accept_armed && !w->taccept_armed)
             break;
-        int src = io_uring_submit_and_wait(&w->ring, 1);
+        int src = poll_wait(w) ? 0 : io_uring_submit_and_wait(&w->ring, 1);
         if (src < 0 && src != -EINTR && src != -EAGAIN && src != -EBUSY && src != -ETIME) {
             loop_log(l, LOOP_LOG_ERROR, "worker %u: io_uring_enter: %s", w->id, strerror(-src));
             usleep(1000);

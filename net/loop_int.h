@@ -97,6 +97,8 @@ struct conn {
     struct principal *p;          /* authenticated principal (ref) or NULL */
     uint32_t watch_mask;
     uint64_t last_in_us, send_since_us;
+    uint64_t answered_us;         /* when the last answer was sent; 0: none since input */
+    uint32_t turn_us;             /* EWMA of answer -> next input; UINT32_MAX: unknown */
     struct tls_conn *tls;         /* NULL: plaintext */
     uint8_t tls_ready;
     uint64_t hs_start_us;
@@ -130,9 +132,14 @@ struct worker {
     uint32_t nslots, nlive;
     uint32_t *free_slots, nfree;
     struct conn *dirty;
+    uint64_t poll_until;          /* mono us: poll, not sleep, until then (poll_wait) */
+    const struct conn *last_in;   /* the connection of the last input (compared, never read) */
+    uint32_t same_in;             /* EWMA, of 1024: inputs from the same connection as the last */
     struct principal *anon;
     struct op_stats *ops;         /* [256] */
     _Atomic uint64_t batched;     /* inquiries answered through a batched lookup */
+    _Atomic uint64_t poll_hits;   /* polls that found completions (a sleep saved) */
+    _Atomic uint64_t poll_timeouts; /* polls that ended in a sleep after all */
 };
 
 struct watcher {

@@ -45,6 +45,7 @@ struct icsd_config {
     int tls_only_13;                /* --tls-only-13 (default 1); false also allows TLS 1.2 */
     uint32_t key_rotate_interval;   /* --key-rotate-interval seconds, 0 = never */
     uint32_t auth_threads;          /* --auth-threads: SASL/PBKDF2 threads, default 1 */
+    uint32_t busy_poll_us;          /* --busy-poll-us */
     uint32_t tls_handshake_timeout; /* --tls-handshake-timeout seconds, default 10 */
     char principals[CONFIG_STR_MAX]; /* --principals FILE: import at start (all or nothing) */
     uint32_t tls_max_handshakes;    /* --tls-max-handshakes per worker, default 256 */

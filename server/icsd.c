@@ -413,6 +413,7 @@ int main(int argc, char **argv)
     lc.version = "1.0.0";
     lc.tls_port = (uint16_t)cfg->tls_port;
     lc.auth_threads = cfg->auth_threads;
+    lc.busy_poll_us = cfg->busy_poll_us;
     lc.handshake_timeout_s = cfg->tls_handshake_timeout;
     lc.max_handshakes = cfg->tls_max_handshakes;
     lc.log = loop_logger;

@@ -392,6 +392,54 @@ static void test_mem_limit(void)
     itest_cleanup(&m);
 }
 
+/* STAT conns busy_poll_hits / busy_poll_timeouts, read on fd. */
+static void poll_stats(int fd, uint64_t *hits, uint64_t *timeouts)
+{
+    struct itest_resp r = {0};
+    *hits = *timeouts = UINT64_MAX;
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_STAT, 0, NULL, 0, "conns", 5, NULL, 0), WIRE_S_OK);
+    while (r.keylen) {
+        if (r.keylen == 14 && !memcmp(r.key, "busy_poll_hits", 14))
+            *hits = strtoull((char *)r.value, NULL, 10);
+        if (r.keylen == 18 && !memcmp(r.key, "busy_poll_timeouts", 18))
+            *timeouts = strtoull((char *)r.value, NULL, 10);
+        CHECK_EQ(itest_read(fd, &r), 0);
+    }
+    itest_resp_free(&r);
+    CHECK(*hits != UINT64_MAX && *timeouts != UINT64_MAX);
+}
+
+/* Adaptive polling: one client in a tight loop gets a polling worker (its
+ * requests found by polls, not wake-ups); --busy-poll-us 0 never polls.
+ * The bound is generous (100 ms) so that a slow, loaded or sanitized run
+ * still turns around within it: what is checked is the mechanism, not the
+ * speed (bench/net/run.sh measures that). */
+static void test_busy_poll(void)
+{
+    for (int on = 1; on >= 0; on--) {
+        struct itest_srv s;
+        const char *extra[] = {"--busy-poll-us", on ? "100000" : "0", NULL};
+        itest_start(&s, extra);
+        struct itest_resp r = {0};
+        int fd = itest_login(&s, "admin", s.secret);
+        uint64_t h0, t0, h1, t1;
+        poll_stats(fd, &h0, &t0);
+        for (int i = 0; i < 200; i++)
+            CHECK_EQ(itest_call(fd, &r, WIRE_OP_NOOP, 0, NULL, 0, NULL, 0, NULL, 0), WIRE_S_OK);
+        poll_stats(fd, &h1, &t1);
+        if (on) {
+            CHECK(h1 - h0 >= 100); /* most of the 200 round trips */
+        } else {
+            CHECK_EQ(h1, 0);
+            CHECK_EQ(t1, 0);
+        }
+        itest_resp_free(&r);
+        close(fd);
+        CHECK_EQ(itest_stop(&s), 0);
+        itest_cleanup(&s);
+    }
+}
+
 int main(void)
 {
     itest_start(&srv, NULL);
@@ -403,6 +451,7 @@ int main(void)
     test_restart_keeps_data();
     test_mem_limit();
     test_key_rotation();
+    test_busy_poll();
     CHECK_EQ(itest_stop(&srv), 0);
     itest_cleanup(&srv);
     return 0;
