@@ -53,7 +53,7 @@ struct loop_config {
     int allow_anonymous_remote;
     int allow_plaintext_remote;
     uint32_t auth_threads;        /* SASL verifiers; 0 = 1 */
-    uint32_t busy_poll_us;        /* adaptive polling bound (loop.c: poll_wait); 0: never */
+    uint32_t busy_poll_us;        /* adaptive polling bound (loop.c: poll_wait); 0: never (default) */
     /* TLS listener (when deps.tls is set): its own sockets, same workers. */
     const char *tls_host;         /* default: host */
     uint16_t tls_port;            /* 0: the OS picks (loop_tls_port tells) */

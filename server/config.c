@@ -26,7 +26,6 @@ void config_defaults(struct icsd_config *c)
     c->tls_port = 11312;
     c->tls_only_13 = 1;
     c->auth_threads = 1;
-    c->busy_poll_us = 50;
     c->tls_handshake_timeout = 10;
     c->tls_max_handshakes = 256;
 }
@@ -70,7 +69,7 @@ static const struct setting {
     S("key-rotate-interval", K_U32, key_rotate_interval,
       "S   rotate the KEY_ISSUE signing key this often (0: never)"),
     S("busy-poll-us", K_U32, busy_poll_us,
-      "US   poll, not sleep, for a client that answers within this (default 50; 0: never)"),
+      "US   poll, not sleep, for a lone client that turns around within this (default 0: never)"),
     S("auth-threads", K_U32, auth_threads,
       "N   threads verifying SASL secrets off the event loop (default 1)"),
     S("tls-handshake-timeout", K_U32, tls_handshake_timeout,

@@ -3,7 +3,8 @@
 # (bench/README.md "## Network"). Server pinned to core 0, client to core 1.
 #   bench/net/run.sh [--smoke]      --smoke: a seconds-long run
 # Env: ICS_BUILD or ICS_BUILD_DIR (CI; default build/release), KEYS or
-# ICS_BENCH_ROWS (CI), DURATION, CONNS (the many-connection runs, 16).
+# ICS_BENCH_ROWS (CI), DURATION, CONNS (the many-connection runs, 16),
+# ICSD_ARGS (more icsd flags, e.g. "--busy-poll-us 50").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SMOKE=0
@@ -28,8 +29,9 @@ trap cleanup EXIT
 
 start_icsd() { # extra args...
   rm -f "$TMP/port"
+  # shellcheck disable=SC2086 # ICSD_ARGS: words on purpose
   taskset -c $SCORE "$ICSD" --data "$TMP/data" --port 0 --port-file "$TMP/port" --threads 1 \
-    --log-level warn "$@" 2>>"$TMP/icsd.log" &
+    --log-level warn ${ICSD_ARGS:-} "$@" 2>>"$TMP/icsd.log" &
   ICSD_PID=$!; PIDS+=($ICSD_PID)
   for _ in $(seq 200); do [ -s "$TMP/port" ] && break; sleep 0.05; done
   ICS_PORT=$(cat "$TMP/port")
