@@ -804,8 +804,19 @@ static int ix_reserve(engine_t *e, struct idx *x, size_t add)
     }
     if (!x->next && (x->used + add) * 5 > cap * 4) /* above 80% */
         ix_start(e, x, x->live + add, true); /* failure tolerated below */
-    if ((x->used + add) * 10 > cap * 9)
-        return -ENOMEM;
+    if ((x->used + add) * 10 > cap * 9) {
+        /* In a small table inserts and tombstones can outrun a rebuild's
+         * pace (MIG_STEP slots per write): finish one under way now, as
+         * it has room for every live key (see above), rather than refuse
+         * a change that memory allows. Callers hold no slot index of this
+         * table across ix_reserve, so publishing the new table here is
+         * safe. (fuzz_engine_ops found it: -ENOMEM with no limit.) */
+        if (!x->next)
+            return -ENOMEM; /* ix_start failed: out of memory */
+        ix_step(e, x, cap);
+        if ((x->used + add) * 10 > x->cur->cap * 9)
+            return -ENOMEM;
+    }
     return 0;
 }
 
