@@ -142,8 +142,12 @@ echo "tls.loopback_server_us_per_conn full: ${tls_full_us} TLS work + ${other_fu
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "nan"}'; }
 echo "tls.full_hs_ratio_vs_s_server_throughput $(ratio "$ours_full" "$ssl_full") x"
 echo "tls.full_hs_ratio_vs_s_server_per_cpu $(ratio "$ours_full_cpu" "$ssl_full_cpu") x   (target >= 1.0)"
-echo "tls.resumed_vs_full_ours_per_cpu $(ratio "$ours_res_cpu" "$ours_full_cpu") x   (target >= 3)"
+# Issue 5: ">= 1.0x s_server's full handshakes/s, >= 3x with resumption",
+# against s_server: read as our resumed against s_server's resumed (the
+# stricter) and against its full; our own resumed/full is printed too.
+echo "tls.resumed_vs_full_ours_per_cpu $(ratio "$ours_res_cpu" "$ours_full_cpu") x   (our own resumed/full; the kernel's per-connection work is in both)"
 echo "tls.resumed_vs_full_ours_if_the_rest_were_free $(ratio "$tls_full_us" "$tls_res_us") x   (in-process TLS work only, without the per-connection rest)"
 echo "tls.resumed_vs_full_s_server_per_cpu $(ratio "$ssl_res_cpu" "$ssl_full_cpu") x"
 echo "tls.resumed_hs_ratio_vs_s_server_throughput $(ratio "$ours_res" "$ssl_res") x"
-echo "tls.resumed_hs_ratio_vs_s_server_per_cpu $(ratio "$ours_res_cpu" "$ssl_res_cpu") x"
+echo "tls.resumed_hs_ratio_vs_s_server_per_cpu $(ratio "$ours_res_cpu" "$ssl_res_cpu") x   (target >= 3)"
+echo "tls.resumed_hs_vs_s_server_full_per_cpu $(ratio "$ours_res_cpu" "$ssl_full_cpu") x"
