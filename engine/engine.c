@@ -417,17 +417,27 @@ static void retire_cb(struct rcu_head *h)
     __atomic_fetch_sub(&e->inflight, 1, __ATOMIC_RELEASE);
 }
 
-static void retire_flush(engine_t *e)
+/* Detaches the batch being filled (NULL: none), counted in inflight:
+ * retire_cb frees it after a grace period and takes it off the count. */
+static struct retire *retire_take(engine_t *e)
 {
-    if (!e->rb)
-        return;
-    tsan_release(e->rb); /* the batch's contents, written by this thread */
-    /* relaxed: a count; it is raised before call_rcu, so the callback's
-     * decrement cannot come first. */
+    struct retire *rb = e->rb;
+    if (!rb)
+        return NULL;
+    tsan_release(rb); /* the batch's contents, written by this thread */
+    /* relaxed: a count; it is raised before the callback can run, so the
+     * callback's decrement cannot come first. */
     __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED);
-    urcu_memb_call_rcu(&e->rb->rcu, retire_cb);
     e->rb = NULL;
     e->rb_bytes = 0;
+    return rb;
+}
+
+static void retire_flush(engine_t *e)
+{
+    struct retire *rb = retire_take(e);
+    if (rb)
+        urcu_memb_call_rcu(&rb->rcu, retire_cb);
 }
 
 /* Frees p once no reader can hold it. Never fails: if no batch can be
@@ -2700,15 +2710,9 @@ void engine_destroy(engine_t *e)
     /* The batch still being filled is freed here after a grace period of
      * our own instead of going to call_rcu: liburcu's callback thread
      * sleeps ~10 ms between batches, and waiting for it made every destroy
-     * take that long (a fuzzer destroys an engine per input). Counted in
-     * inflight like any batch: retire_cb takes it off. */
-    if (e->rb) {
-        struct retire *rb = e->rb;
-        e->rb = NULL;
-        e->rb_bytes = 0;
-        tsan_release(rb);
-        /* relaxed: a count, raised before the callback runs (below) */
-        __atomic_fetch_add(&e->inflight, 1, __ATOMIC_RELAXED);
+     * take that long (a fuzzer destroys an engine per input). */
+    struct retire *rb = retire_take(e);
+    if (rb) {
         urcu_memb_synchronize_rcu();
         retire_cb(&rb->rcu);
     }
