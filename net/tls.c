@@ -935,9 +935,6 @@ int tls_conn_feed_end(struct tls_conn *c)
     return in_append(c, p + off, n);
 }
 
-/* All input read. A buffer of the usual size stays for the next burst (a
- * busy connection would otherwise allocate and free it once per burst)
- * until tls_conn_trim; one grown by a big message goes now. */
 static void in_free(struct tls_conn *c)
 {
     mem_free(&c->ctx->mem, c->in);
@@ -945,6 +942,9 @@ static void in_free(struct tls_conn *c)
     c->in_cap = 0;
 }
 
+/* All input read. A buffer of the usual size stays for the next burst (a
+ * busy connection would otherwise allocate and free it once per burst)
+ * until tls_conn_trim; one grown by a big message goes now. */
 static void in_drained(struct tls_conn *c)
 {
     if (c->in_len == 0 && c->in_cap > TLS_IN_KEEP_BYTES)
