@@ -346,9 +346,11 @@ static struct io_uring_sqe *get_sqe(struct worker *w)
 #define SAME_IN_POLL 768 /* of 1024 */
 static void poll_note_answer(struct conn *c, uint64_t now)
 {
-    c->answered_us = now;
     struct worker *w = c->w;
     uint32_t bound = w->l->cfg.busy_poll_us;
+    if (!bound)
+        return; /* off (the default): nothing to keep per request */
+    c->answered_us = now;
     if (c->turn_us <= bound && w->same_in >= SAME_IN_POLL) {
         uint32_t want = c->turn_us * 2 + 1;
         if (want > bound)
@@ -361,6 +363,8 @@ static void poll_note_answer(struct conn *c, uint64_t now)
 static void poll_note_input(struct conn *c, uint64_t now)
 {
     struct worker *w = c->w;
+    if (!w->l->cfg.busy_poll_us)
+        return;
     if (w->last_in == c)
         w->same_in += (1024 - w->same_in) >> 3;
     else
