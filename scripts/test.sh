@@ -51,6 +51,15 @@ if want deps; then stage deps; scripts/deps.sh || exit 1; fi
 if want gcc; then
   stage "gcc -Werror: build, unit + integration tests"
   build_or_fail gcc && run_ctest gcc build/gcc -LE 'bench'
+  if [ "${ICS_LONG:-0}" = 1 ] && [ -x build/gcc/tests/crash/crash_persist_kill ]; then
+    # The long crash run (300 kills, up to an hour) outside ctest, whose
+    # timeout is sized for the short one it ran above.
+    stage "crash, long: 300 kills"
+    if ICS_CRASH_LONG=1 build/gcc/tests/crash/crash_persist_kill build/gcc/tests/crash/crash_writer \
+         >build/crash-long.log 2>&1; then r=passed; else r=FAILED; FAILED=1; fi
+    tail -5 build/crash-long.log
+    note "$(printf '%-10s %s: %s' crash-long "$r" "$(grep '^crash report:' build/crash-long.log | cut -c15-100)")"
+  fi
 fi
 if want clang; then
   stage "clang -Werror: build"
