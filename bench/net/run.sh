@@ -4,7 +4,8 @@
 #   bench/net/run.sh [--smoke]      --smoke: a seconds-long run
 # Env: ICS_BUILD or ICS_BUILD_DIR (CI; default build/release), KEYS or
 # ICS_BENCH_ROWS (CI), DURATION, CONNS (the many-connection runs, 16),
-# ICSD_ARGS (more icsd flags, e.g. "--busy-poll-us 50").
+# ICSD_ARGS (more icsd flags, e.g. "--busy-poll-us 50"), RING (the
+# generator's ring: plain, the default, or coop; see ics-loadgen --ring).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SMOKE=0
@@ -57,7 +58,7 @@ done
 
 start_icsd
 AUTH=(--user admin --secret "$SECRET")
-run() { taskset -c $CCORE "$LG" --keys "$KEYS" --duration "$DUR" "$@"; }
+run() { taskset -c $CCORE "$LG" --keys "$KEYS" --duration "$DUR" --ring "${RING:-plain}" "$@"; }
 
 echo "# preload: $KEYS rows into icsd (MAP, durable) and memcached (SET of the encoded rows)"
 run --port "$ICS_PORT" "${AUTH[@]}" --preload "$KEYS" --preload-only
@@ -139,6 +140,14 @@ for d in (1, 16):
         if not i or not m: continue
         def q(k): return i[k] / m[k] if m.get(k) else float("nan")
         print(f"d{d:<2} x{nc} conns inquire, {what:17s}: cpu/op {q('server_cpu_us_per_op'):.2f}x  ops/s {q('ops_per_s'):.2f}x  p50 {q('p50_us'):.2f}x  p99 {q('p99_us'):.2f}x")
+        if sfx and m.get("server_cpu_us_per_op"):
+            # The kernel's part of icsd's time (receive, send, waking the
+            # client) against memcached's whole: a floor under the ratio
+            # that no user-space work of icsd's can lower.
+            mc = m["server_cpu_us_per_op"]
+            print(f"    us/op icsd user {i.get('server_user_us_per_op', 0):.2f} + sys {i.get('server_sys_us_per_op', 0):.2f}, "
+                  f"memcached user {m.get('server_user_us_per_op', 0):.2f} + sys {m.get('server_sys_us_per_op', 0):.2f}; "
+                  f"icsd's kernel time alone is {i.get('server_sys_us_per_op', 0) / mc:.2f}x memcached's total")
 a, b = r.get("memcaslap_B_getonly_icsd"), r.get("memcaslap_B_getonly_memcached")
 if a and b and b.get("tps"):
     print(f"memcaslap -B get-only: tps {a['tps'] / b['tps']:.2f}x")
