@@ -58,7 +58,7 @@ if want gcc; then
     if ICS_CRASH_LONG=1 build/gcc/tests/crash/crash_persist_kill build/gcc/tests/crash/crash_writer \
          >build/crash-long.log 2>&1; then r=passed; else r=FAILED; FAILED=1; fi
     tail -5 build/crash-long.log
-    note "$(printf '%-10s %s: %s' crash-long "$r" "$(grep '^crash report:' build/crash-long.log | cut -c15-100)")"
+    note "$(printf '%-10s %s: %s' crash-long "$r" "$(sed -nE 's/^crash report: ([0-9]+ rounds).*(lost [0-9]+, half-applied [0-9]+).*/\1, \2/p' build/crash-long.log)")"
   fi
 fi
 if want clang; then
