@@ -207,8 +207,10 @@ static int on_removed(void *arg, const struct engine_row *r)
     const struct wal_change *ch = s->cur;
     history(s, r, ch->type == WAL_EXPIRE ? ENGINE_H_EXPIRY : ENGINE_H_DEMAP, &ch->actor,
             ch->micros, s->cur_lsn, s->cur_part++);
+    /* The prefs go along: the listener decides from them who may see the
+     * row's DEMAPPED event (a tpsp the device's preferences refuse may not). */
     size_t need = sizeof(struct engine_row) + r->device_len + r->owner_len + r->uri_len +
-                  r->uti_len + 8;
+                  r->uti_len + r->prefs_len + 8;
     if (bytes_reserve(&s->removed, need) < 0)
         return 0; /* the listener misses this row, the change does not */
     struct engine_row c = *r;
@@ -218,7 +220,8 @@ static int on_removed(void *arg, const struct engine_row *r)
     c.owner = p; p += r->owner_len;
     memcpy(p, r->uri, r->uri_len); c.uri = p; p += r->uri_len;
     memcpy(p, r->uti, r->uti_len); c.uti = p; p += r->uti_len;
-    c.prefs = NULL; c.prefs_len = 0;
+    if (r->prefs_len) memcpy(p, r->prefs, r->prefs_len);
+    c.prefs = r->prefs_len ? p : NULL; p += r->prefs_len;
     memcpy(s->removed.p + s->removed.n, &c, sizeof(c));
     s->removed.n += (size_t)(p - (s->removed.p + s->removed.n));
     s->removed.n = (s->removed.n + 7) & ~(size_t)7;
@@ -333,7 +336,8 @@ static int apply(store_t *s, const struct wal_change *c, uint64_t lsn, uint64_t 
         struct engine_row row;
         memcpy(&row, s->removed.p + off, sizeof(row));
         notify(s, expire ? STORE_C_EXPIRE : STORE_C_DEMAP, &row, &c->actor, lsn, replay);
-        off += sizeof(row) + row.device_len + row.owner_len + row.uri_len + row.uti_len;
+        off += sizeof(row) + row.device_len + row.owner_len + row.uri_len + row.uti_len +
+               row.prefs_len;
         off = (off + 7) & ~(size_t)7;
     }
     return r;

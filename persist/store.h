@@ -68,7 +68,8 @@ struct store_config {
 typedef void (*store_done_fn)(void *arg, int status, uint64_t lsn);
 
 /* Change notification, in LSN order, from inside the writer lane: for
- * events (DEMAPPED) and history. row describes the row added or removed. */
+ * events (DEMAPPED) and history. row describes the row added or removed,
+ * with its device's owner and prefs as they were (who may see it). */
 enum store_change_type { STORE_C_MAP = 1, STORE_C_DEMAP = 2, STORE_C_EXPIRE = 3,
                          STORE_C_PREFS = 4 };
 struct store_change {
