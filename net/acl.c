@@ -6,6 +6,10 @@
 
 #include <string.h>
 
+#ifdef ICS_HAVE_PREFS
+#include "prefs.h"
+#endif
+
 #define R_ADMIN PRINCIPAL_ADMIN
 #define R_IOT PRINCIPAL_IOT_SP
 #define R_TPSP PRINCIPAL_TPSP
@@ -103,12 +107,26 @@ bool acl_owns_device(const struct principal *p, const void *owner, size_t owner_
            memcmp(owner, p->name, owner_len) == 0;
 }
 
-bool acl_row_visible(const struct principal *p, const struct engine_row *row)
+enum acl_via acl_row_via(const struct principal *p, const struct engine_row *row,
+                         uint64_t now_us)
 {
     if (!p || !row)
-        return false;
-    return acl_owns_device(p, row->owner, row->owner_len) ||
-           acl_uri_in_scope(p, row->uri, row->uri_len);
+        return ACL_VIA_NONE;
+    if (p->roles & PRINCIPAL_ADMIN)
+        return ACL_VIA_ADMIN;
+    if (acl_owns_device(p, row->owner, row->owner_len))
+        return ACL_VIA_OWNER;
+    if (acl_uri_in_scope(p, row->uri, row->uri_len)) {
+#ifdef ICS_HAVE_PREFS
+        if (row->prefs_len &&
+            !prefs_allows(row->prefs, row->prefs_len, row->uri, row->uri_len, now_us))
+            return ACL_VIA_NONE;
+#else
+        (void)now_us;
+#endif
+        return ACL_VIA_TPSP;
+    }
+    return ACL_VIA_NONE;
 }
 
 const char *acl_role_name(const struct principal *p)

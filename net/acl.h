@@ -6,7 +6,7 @@
  *  1. acl_op_allowed: may this principal send this opcode at all (the
  *     "who" columns as roles)? No: ACCESS_DENIED (AUTH_ERROR before
  *     authentication, p == NULL).
- *  2. per object: acl_row_visible / acl_uri_in_scope / acl_owns_device.
+ *  2. per object: acl_row_via / acl_uri_in_scope / acl_owns_device.
  *     A row the principal may not see is answered exactly like a row that
  *     does not exist (NOT_FOUND), never ACCESS_DENIED, so a tpsp cannot
  *     even learn that another tpsp's row exists.
@@ -62,9 +62,14 @@ bool acl_uri_in_scope(const struct principal *p, const void *uri, size_t len);
 /* admin, or an iot_sp whose name equals the device's owner (len 0: none). */
 bool acl_owns_device(const struct principal *p, const void *owner, size_t owner_len);
 
-/* admin: all; iot_sp: rows of devices it owns; tpsp: rows whose URI is in
- * its scopes. Prefs are a separate check (prefs_allows, tpsp only). */
-bool acl_row_visible(const struct principal *p, const struct engine_row *row);
+/* How p may see a row at unix time now_us, if at all: as admin (all rows),
+ * as the device's owner iot_sp (all its rows), or as a tpsp whose scopes
+ * cover the row's URI and whose request the device's preferences allow at
+ * that time (wire-v1 section 4: a row they refuse is one that does not
+ * exist). The one rule for answers, changes and events alike. */
+enum acl_via { ACL_VIA_NONE = 0, ACL_VIA_ADMIN, ACL_VIA_OWNER, ACL_VIA_TPSP };
+enum acl_via acl_row_via(const struct principal *p, const struct engine_row *row,
+                         uint64_t now_us);
 
 /* true if serial starts with one of p's scopes (iot_sp serial prefixes). */
 bool acl_serial_in_scope(const struct principal *p, const void *serial, size_t len);

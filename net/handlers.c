@@ -94,29 +94,6 @@ static int name_eq(const struct principal *p, const void *n, size_t len)
     return p && p->name_len == len && memcmp(p->name, n, len) == 0;
 }
 
-/* --- visibility -------------------------------------------------------------------- */
-
-enum { VIA_NONE = 0, VIA_ADMIN, VIA_OWNER, VIA_TPSP };
-
-static int row_via(const struct principal *p, const struct engine_row *row, uint64_t now_us)
-{
-    if (!p)
-        return VIA_NONE;
-    if (is_admin(p))
-        return VIA_ADMIN;
-    if (principal_has(p, PRINCIPAL_IOT_SP) && row->owner_len && name_eq(p, row->owner, row->owner_len))
-        return VIA_OWNER;
-    if (principal_has(p, PRINCIPAL_TPSP) && acl_uri_in_scope(p, row->uri, row->uri_len)) {
-#ifdef ICS_HAVE_PREFS
-        if (row->prefs_len &&
-            !prefs_allows(row->prefs, row->prefs_len, row->uri, row->uri_len, now_us))
-            return VIA_NONE;
-#endif
-        return VIA_TPSP;
-    }
-    return VIA_NONE;
-}
-
 struct rows_ctx {
     struct rq *x;
     struct buf *b;
@@ -162,8 +139,8 @@ static unsigned inq_flags(const struct principal *p)
 static int encode_row(void *arg, const struct engine_row *row)
 {
     struct rows_ctx *rc = arg;
-    int via = row_via(rc->x->p, row, rc->now_us);
-    if (via == VIA_NONE)
+    int via = acl_row_via(rc->x->p, row, rc->now_us);
+    if (via == ACL_VIA_NONE)
         return 0;
     if ((rc->with_device && buf_put_str16(rc->b, row->device, row->device_len) < 0) ||
         buf_put_str16(rc->b, row->uri, row->uri_len) < 0 ||
@@ -173,7 +150,7 @@ static int encode_row(void *arg, const struct engine_row *row)
         return 1;
     }
     rc->n++;
-    if (via == VIA_TPSP && rc->record)
+    if (via == ACL_VIA_TPSP && rc->record)
         record_row(rc->x, row, rc->now_us);
     return 0;
 }
@@ -234,11 +211,11 @@ static int binding_row(void *arg, const struct engine_row *row)
 {
     struct bind_ctx *bc = arg;
     uint64_t now = loop_now_us();
-    bc->via = row_via(bc->x->p, row, now);
-    if (bc->via != VIA_NONE && row->device_len <= ENGINE_ID_MAX) {
+    bc->via = acl_row_via(bc->x->p, row, now);
+    if (bc->via != ACL_VIA_NONE && row->device_len <= ENGINE_ID_MAX) {
         memcpy(bc->dev, row->device, row->device_len);
         bc->dev_len = row->device_len;
-        if (bc->via == VIA_TPSP) /* the answer is this row's device ID */
+        if (bc->via == ACL_VIA_TPSP) /* the answer is this row's device ID */
             record_row(bc->x, row, now);
     }
     return 0;
@@ -250,7 +227,7 @@ static void h_inquire_binding(struct rq *x)
     uint64_t lsn = 0;
     int r = engine_inquire_binding(x->l->d.engine, x->r.uri, x->r.uri_len, x->r.uti,
                                    x->r.uti_len, binding_row, &bc, &lsn);
-    if (r < 0 || bc.via == VIA_NONE) {
+    if (r < 0 || bc.via == ACL_VIA_NONE) {
         respond_err(x, -ENOENT, "not found");
         return;
     }
@@ -406,22 +383,64 @@ static void h_map(struct rq *x)
                                                  : NULL);
 }
 
+/* The row a DEMAP (device, URI, UTI) or DEMAP_BINDING (URI, UTI) names,
+ * and how the caller may see it (acl_row_via; ACL_VIA_NONE if absent). */
+struct target {
+    const struct rq *x;
+    uint64_t now_us;
+    int via;
+};
+
+static int target_cb(void *arg, const struct engine_row *row)
+{
+    struct target *t = arg;
+    const struct rq *x = t->x;
+    if (row->uri_len != x->r.uri_len || row->uti_len != x->r.uti_len ||
+        memcmp(row->uri, x->r.uri, row->uri_len) != 0 ||
+        memcmp(row->uti, x->r.uti, row->uti_len) != 0)
+        return 0;
+    t->via = acl_row_via(x->p, row, t->now_us);
+    return 1; /* found: stop */
+}
+
+static int target_via(struct rq *x)
+{
+    struct target t = {.x = x, .now_us = loop_now_us(), .via = ACL_VIA_NONE};
+    engine_t *e = x->l->d.engine;
+    if (x->f->opcode == WIRE_OP_DEMAP_BINDING)
+        (void)engine_inquire_binding(e, x->r.uri, x->r.uri_len, x->r.uti, x->r.uti_len,
+                                     target_cb, &t, NULL);
+    else
+        (void)engine_inquire_device(e, x->r.key, x->r.key_len, target_cb, &t, NULL);
+    return t.via;
+}
+
 static void h_demap(struct rq *x)
 {
     uint8_t op = x->f->opcode;
-    struct devinfo d = {0};
-    /* Who may: admin; the owner iot_sp (device ops); the tpsp of the URI
-     * (binding ops). Anyone else sees NOT_FOUND, as for a missing row. */
+    /* Who may: admin; the owner iot_sp (DEMAP, DEMAP_DEVICE); the tpsp of
+     * the URI (DEMAP, DEMAP_BINDING, DEMAP_SERVICE) where the device's
+     * preferences let it see the row (wire-v1 section 4: a row they refuse
+     * does not exist for it). Anyone else sees NOT_FOUND, as for a missing
+     * row. A row that changes between this check and the store's apply is
+     * answered by the store (NOT_FOUND if it went). */
     if (!is_admin(x->p)) {
         int ok = 0;
-        if (op == WIRE_OP_DEMAP || op == WIRE_OP_DEMAP_DEVICE) {
-            if (device_info(x, x->r.key, x->r.key_len, &d) == 0 && owns(x, &d))
-                ok = 1;
+        if (op == WIRE_OP_DEMAP_DEVICE) {
+            struct devinfo d;
+            ok = device_info(x, x->r.key, x->r.key_len, &d) == 0 && owns(x, &d);
             buf_free(&d.prefs);
+        } else if (op == WIRE_OP_DEMAP_SERVICE) {
+            /* Every row of the URI, in one change; the preferences of the
+             * devices among them are not consulted (docs/protocol.md). */
+            ok = principal_has(x->p, PRINCIPAL_TPSP) &&
+                 acl_uri_in_scope(x->p, x->r.uri, x->r.uri_len);
+        } else {
+            int via = target_via(x);
+            ok = op == WIRE_OP_DEMAP ? via != ACL_VIA_NONE
+                                     : via != ACL_VIA_NONE && principal_has(x->p, PRINCIPAL_TPSP) &&
+                                           acl_uri_in_scope(x->p, x->r.uri, x->r.uri_len);
         }
-        if (!ok && op != WIRE_OP_DEMAP_DEVICE && principal_has(x->p, PRINCIPAL_TPSP) &&
-            acl_uri_in_scope(x->p, x->r.uri, x->r.uri_len))
-            ok = 1;
         if (!ok) {
             respond_err(x, -ENOENT, "not found");
             return;
@@ -1137,15 +1156,15 @@ static int batch_row(void *arg, const struct engine_row *row)
         b->cap = cap;
     }
     struct brow *r = &b->ri[b->n++];
-    r->via = (uint8_t)row_via(b->p, row, b->now_us);
+    r->via = (uint8_t)acl_row_via(b->p, row, b->now_us);
     r->off = (uint32_t)b->rows.len;
     r->len = 0;
-    if (r->via != VIA_NONE) {
+    if (r->via != ACL_VIA_NONE) {
         if (buf_put_str16(&b->rows, row->uri, row->uri_len) < 0 ||
             buf_put_str16(&b->rows, row->uti, row->uti_len) < 0 ||
             buf_put_u32(&b->rows, row->expires_at) < 0)
             b->err = -ENOMEM;
-        else if (r->via == VIA_TPSP && !b->err) /* a batch that failed records no more */
+        else if (r->via == ACL_VIA_TPSP && !b->err) /* a batch that failed records no more */
             record_row(b->x, row, b->now_us);
         r->len = (uint32_t)(b->rows.len - r->off);
     }
@@ -1181,7 +1200,7 @@ static void run_batch(struct conn *c, const struct wire_frame *fr, const struct 
         int with_key = op == WIRE_OP_GETK || op == WIRE_OP_GETKQ;
         uint32_t vis = 0;
         for (size_t j = at; j < at + cnt; j++)
-            vis += b.ri[j].via != VIA_NONE;
+            vis += b.ri[j].via != ACL_VIA_NONE;
         if (!vis) {
             respond_miss(&x, op, rr[i].key, rr[i].key_len);
         } else {

@@ -1158,19 +1158,17 @@ void loop_store_listener(void *arg, const struct store_change *ch)
         return;
     }
     buf_be32(b.p + 8, (uint32_t)(b.len - WIRE_HDR_LEN));
-    /* DEMAPPED: the owner iot_sp and every tpsp whose scope covers the URI,
-     * on their watching connections only (no mailbox: wire-v1 keeps only
-     * MAP_PENDING and MAP_RESULT). */
+    /* DEMAPPED: to every watcher who may see the row (acl_row_via: admin,
+     * the owner iot_sp, a tpsp whose scope covers the URI unless the
+     * device's preferences hide the row from it), on their watching
+     * connections only (no mailbox: wire-v1 keeps only MAP_PENDING and
+     * MAP_RESULT). */
+    uint64_t now = loop_now_us();
     pthread_mutex_lock(&l->wmu);
     for (struct watcher *x = l->watchers; x; x = x->next) {
         if (!(x->mask & WIRE_W_DEMAPPED) || !x->p || principal_revoked(x->p))
             continue;
-        int to_owner = principal_has(x->p, PRINCIPAL_IOT_SP) && r->owner_len &&
-                       x->p->name_len == r->owner_len &&
-                       memcmp(x->p->name, r->owner, r->owner_len) == 0;
-        int to_tpsp = principal_has(x->p, PRINCIPAL_TPSP) &&
-                      acl_uri_in_scope(x->p, r->uri, r->uri_len);
-        if (to_owner || to_tpsp)
+        if (acl_row_via(x->p, r, now) != ACL_VIA_NONE)
             (void)post_event(l, x, b.p, b.len, NULL);
     }
     pthread_mutex_unlock(&l->wmu);

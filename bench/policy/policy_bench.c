@@ -3,7 +3,7 @@
  * (bench/README.md, section "Identity authority").
  *
  *  1. history: an inquiry as the server makes it for a tpsp (engine lookup,
- *     acl_row_visible per row) with vs without recording it, 1 and 2
+ *     acl_row_via per row) with vs without recording it, 1 and 2
  *     threads, on a pre-filled engine. Target: on >= 0.9x off. "history"
  *     records each returned row from inside the row callback
  *     (history_record_row: no second lookup, the server's path);
@@ -121,9 +121,8 @@ struct vis {
 static int row_cb(void *arg, const struct engine_row *row)
 {
     struct vis *v = arg;
-    if (!acl_row_visible(tpsp, row))
-        return 0;
-    if (!v->skip_prefs && row->prefs_len && !prefs_allows(row->prefs, row->prefs_len, row->uri, row->uri_len, v->now))
+    if (v->skip_prefs ? !acl_uri_in_scope(tpsp, row->uri, row->uri_len)
+                      : acl_row_via(tpsp, row, v->now) == ACL_VIA_NONE)
         return 0;
     if (v->record_row)
         history_record_row(v->e, row, tpsp->name, tpsp->name_len, v->now);

@@ -211,6 +211,60 @@ static void test_visibility(int adm)
     CHECK_MEM(r.value, v.p, v.len);
     CHECK_EQ(inquire(tb, "dev-A1"), -WIRE_S_NOT_FOUND);
     CHECK_EQ(binding(tb, "https://b.example/1", "u2"), WIRE_S_NOT_FOUND);
+    /* ... nor may it remove the row its preferences hide: NOT_FOUND, as
+     * for a row that does not exist, and the row stays. */
+    {
+        struct buf d = BUF_INIT;
+        itest_s16(&d, "https://b.example/1");
+        itest_s16(&d, "u2");
+        CHECK_EQ(itest_call(tb, &r, WIRE_OP_DEMAP, 0, NULL, 0, "dev-A1", 6, d.p,
+                            (uint32_t)d.len), WIRE_S_NOT_FOUND);
+        d.len = 0;
+        itest_s16(&d, "u2");
+        CHECK_EQ(itest_call(tb, &r, WIRE_OP_DEMAP_BINDING, 0, NULL, 0, "https://b.example/1", 19,
+                            d.p, (uint32_t)d.len), WIRE_S_NOT_FOUND);
+        buf_free(&d);
+        CHECK_EQ(inquire(adm, "dev-A1"), 2);
+    }
+    /* DEMAPPED goes to every watcher who may see the row: the owner and an
+     * admin, not the tpsp the device's preferences hide it from. dev-A2
+     * (same prefs) loses its hidden row first, then dev-B3 (no prefs) a
+     * row tpB sees: tpB's first event must be dev-B3's. */
+    {
+        int adm_w = itest_login(&srv, NULL, NULL);
+        int acme_w = itest_login(&srv, "acme", "acme-pw");
+        int tb_w = itest_login(&srv, "tpB", "tpb-pw");
+        watch(adm_w, WIRE_W_DEMAPPED);
+        watch(acme_w, WIRE_W_DEMAPPED);
+        watch(tb_w, WIRE_W_DEMAPPED);
+        CHECK_EQ(itest_map(adm, "dev-A2", "https://b.example/2h", "h2", "acme", NULL), 0);
+        CHECK_EQ(itest_call(acme, &r, WIRE_OP_PREFS_SET, 0, NULL, 0, "dev-A2", 6, v.p,
+                            (uint32_t)v.len), 0);
+        CHECK_EQ(itest_map(adm, "dev-B3", "https://b.example/3", "u3", NULL, NULL), 0);
+        struct buf d = BUF_INIT;
+        itest_s16(&d, "https://b.example/2h");
+        itest_s16(&d, "h2");
+        CHECK_EQ(itest_call(adm, &r, WIRE_OP_DEMAP, 0, NULL, 0, "dev-A2", 6, d.p,
+                            (uint32_t)d.len), 0);
+        d.len = 0;
+        itest_s16(&d, "https://b.example/3");
+        itest_s16(&d, "u3");
+        CHECK_EQ(itest_call(adm, &r, WIRE_OP_DEMAP, 0, NULL, 0, "dev-B3", 6, d.p,
+                            (uint32_t)d.len), 0);
+        buf_free(&d);
+        expect_event(acme_w, WIRE_EV_DEMAPPED);
+        CHECK_MEM(r.key, "dev-A2", 6);
+        expect_event(adm_w, WIRE_EV_DEMAPPED);
+        CHECK_MEM(r.key, "dev-A2", 6);
+        expect_event(adm_w, WIRE_EV_DEMAPPED);
+        CHECK_MEM(r.key, "dev-B3", 6);
+        expect_event(tb_w, WIRE_EV_DEMAPPED);
+        CHECK_EQ(r.keylen, 6);
+        CHECK_MEM(r.key, "dev-B3", 6);
+        close(adm_w);
+        close(acme_w);
+        close(tb_w);
+    }
     /* A MAP for a denied URI is refused. */
     CHECK_EQ(itest_map(adm, "dev-A1", "https://b.example/2", "u3", NULL, NULL),
              WIRE_S_ACCESS_DENIED);

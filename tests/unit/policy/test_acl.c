@@ -104,6 +104,8 @@ static struct engine_row row(const char *dev, const char *owner, const char *uri
     return r;
 }
 
+#define VIS(p, r) (acl_row_via((p), (r), 0) != ACL_VIA_NONE)
+
 static void test_rows(void)
 {
     struct principal *admin = mk("root", PRINCIPAL_ADMIN, 0);
@@ -119,25 +121,42 @@ static void test_rows(void)
     struct engine_row r3 = row("dev2", NULL, "https://one.example/x");
     struct engine_row r4 = row("dev3", "both", "https://z/");
 
-    CHECK(acl_row_visible(admin, &r1) && acl_row_visible(admin, &r2) &&
-          acl_row_visible(admin, &r3) && acl_row_visible(admin, &r4));
+    CHECK(acl_row_via(admin, &r1, 0) == ACL_VIA_ADMIN && VIS(admin, &r2) && VIS(admin, &r3) &&
+          VIS(admin, &r4));
     /* iot_sp: its devices only, by owner name (not by serial prefix). */
-    CHECK(acl_row_visible(acme, &r1) && acl_row_visible(acme, &r2));
-    CHECK(!acl_row_visible(acme, &r3));
-    CHECK(!acl_row_visible(acme2, &r1));          /* same prefix, other owner */
+    CHECK(acl_row_via(acme, &r1, 0) == ACL_VIA_OWNER && VIS(acme, &r2));
+    CHECK(!VIS(acme, &r3));
+    CHECK(!VIS(acme2, &r1));          /* same prefix, other owner */
     /* tpsp: rows of its URIs only. */
-    CHECK(acl_row_visible(t1, &r1) && !acl_row_visible(t1, &r2));
-    CHECK(acl_row_visible(t1, &r3));
-    CHECK(!acl_row_visible(t2, &r1) && acl_row_visible(t2, &r2));
-    CHECK(!acl_row_visible(t2, &r3));
+    CHECK(acl_row_via(t1, &r1, 0) == ACL_VIA_TPSP && !VIS(t1, &r2));
+    CHECK(VIS(t1, &r3));
+    CHECK(!VIS(t2, &r1) && VIS(t2, &r2));
+    CHECK(!VIS(t2, &r3));
     /* Both roles add up. */
-    CHECK(acl_row_visible(both, &r4));
+    CHECK(VIS(both, &r4));
     struct engine_row r5 = row("dev9", "acme", "https://b/svc");
-    CHECK(acl_row_visible(both, &r5));
-    CHECK(!acl_row_visible(both, &r1));
+    CHECK(VIS(both, &r5));
+    CHECK(!VIS(both, &r1));
     /* Scopes of a role that has no URI rights count for nothing. */
-    CHECK(!acl_row_visible(gen, &r1));
-    CHECK(!acl_row_visible(NULL, &r1));
+    CHECK(!VIS(gen, &r1));
+    CHECK(!VIS(NULL, &r1));
+
+    /* The device's preferences: a tpsp the deny list names sees nothing of
+     * the row (wire-v1 section 4); the owner and admin still see it, and
+     * another tpsp's rows of the same device are untouched. */
+    static const uint8_t deny_one[] = {
+        0, 0, 0, 0, /* retention */          0, 0, /* no allow list */
+        0, 1, 0, 20, 'h', 't', 't', 'p', 's', ':', '/', '/', 'o', 'n', 'e', '.', 'e', 'x', 'a',
+        'm', 'p', 'l', 'e', '/',             0, 0, /* no windows */
+    };
+    struct engine_row r6 = row("dev1", "acme", "https://one.example/app");
+    struct engine_row r7 = row("dev1", "acme", "https://two.example/app");
+    r6.prefs = r7.prefs = deny_one;
+    r6.prefs_len = r7.prefs_len = sizeof deny_one;
+    CHECK(acl_row_via(t1, &r6, 0) == ACL_VIA_NONE);
+    CHECK(acl_row_via(acme, &r6, 0) == ACL_VIA_OWNER);
+    CHECK(acl_row_via(admin, &r6, 0) == ACL_VIA_ADMIN);
+    CHECK(acl_row_via(t2, &r7, 0) == ACL_VIA_TPSP);
 
     CHECK(acl_uri_in_scope(t1, "https://shared/a", 16));
     CHECK(!acl_uri_in_scope(t1, "https://shared/", 15));
