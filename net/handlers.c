@@ -432,7 +432,7 @@ static void h_demap(struct rq *x)
             buf_free(&d.prefs);
         } else if (op == WIRE_OP_DEMAP_SERVICE) {
             /* Every row of the URI, in one change; the preferences of the
-             * devices among them are not consulted (docs/protocol.md). */
+             * devices among them are not consulted (docs/access-control.md). */
             ok = principal_has(x->p, PRINCIPAL_TPSP) &&
                  acl_uri_in_scope(x->p, x->r.uri, x->r.uri_len);
         } else {
