@@ -883,9 +883,20 @@ static void h_stat(struct rq *x)
 /* --- watch, export, history, prefs, keys -------------------------------------------------- */
 
 #ifdef ICS_HAVE_MAILBOX
+/* A kept MAP_PENDING whose request was answered or expired while it
+ * waited is dropped, not delivered: it names a request that no longer
+ * exists (a CONFIRM of it would get NOT_FOUND). Frames here are ours
+ * (built by event_raise_to), so their layout is known. */
 static int mailbox_to_conn(void *arg, const uint8_t *frame, size_t flen)
 {
     struct conn *c = arg;
+#ifdef ICS_HAVE_PENDING
+    pending_t *pt = c->w->l->d.pending;
+    if (pt && flen >= WIRE_HDR_LEN + WIRE_REQID_LEN && frame[0] == WIRE_MAGIC_EVT &&
+        frame[1] == WIRE_EV_MAP_PENDING &&
+        !pending_is_open(pt, frame + WIRE_HDR_LEN + frame[4], loop_now_us()))
+        return 0;
+#endif
     return buf_append(conn_sink(c), frame, flen) < 0 ? 1 : 0;
 }
 #endif

@@ -257,6 +257,15 @@ int pending_take(pending_t *t, const uint8_t id[PENDING_ID_LEN], const void *iot
     return 0;
 }
 
+bool pending_is_open(pending_t *t, const uint8_t id[PENDING_ID_LEN], uint64_t now_us)
+{
+    pthread_mutex_lock(&t->mu);
+    const struct entry *e = *lookup(t, id);
+    bool open = e && (!now_us || e->req.expires_us > now_us);
+    pthread_mutex_unlock(&t->mu);
+    return open;
+}
+
 int pending_expire(pending_t *t, uint64_t now_us, pending_expire_fn fn, void *arg)
 {
     struct entry *gone = NULL, **tail = &gone;

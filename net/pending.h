@@ -21,6 +21,7 @@
 #ifndef ICS_NET_PENDING_H
 #define ICS_NET_PENDING_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -66,6 +67,10 @@ int pending_create(pending_t *t, const struct pending_req *req,
 int pending_take(pending_t *t, const uint8_t id[PENDING_ID_LEN],
                  const void *iot_sp, size_t iot_sp_len, uint64_t now_us,
                  struct pending_req *out);
+
+/* Whether request id is still open: created, neither taken nor expired by
+ * now_us (0 = do not check the time). */
+bool pending_is_open(pending_t *t, const uint8_t id[PENDING_ID_LEN], uint64_t now_us);
 
 /* Removes every request with expires_us <= now_us and calls fn for each
  * (oldest first, without the lock). Returns the number expired. */

@@ -415,6 +415,16 @@ static void test_pending_expiry(void)
     CHECK_EQ(r.status, WIRE_S_NOT_FOUND);
     CHECK_MEM(r.key, id, 16);
     CHECK_EQ(confirm(a, id, "dev-1"), WIRE_S_NOT_FOUND);
+    /* Its MAP_PENDING waited in acme's mailbox (acme was not watching);
+     * the request is gone, so a WATCH now gets only the open one. */
+    uint8_t id2[16];
+    CHECK_EQ(map_request(t, "ACME-2", "https://a.example/2", "u2", id2), 0);
+    int aw = itest_login(&s2, "acme", "acme-pw");
+    watch(aw, WIRE_W_MAP_PENDING);
+    expect_event(aw, WIRE_EV_MAP_PENDING);
+    CHECK_EQ(r.keylen, 16);
+    CHECK_MEM(r.key, id2, 16);
+    close(aw);
 
     /* Pending requests are bounded per principal: past the bound,
      * TMPFAIL (try again later), and nothing else breaks. */

@@ -46,6 +46,10 @@ static void test_create_take(void)
     bad[15] ^= 1;
     CHECK_EQ(pending_take(t, bad, "acme", 4, 0, &out), -ENOENT);
     CHECK_EQ(pending_count(t), 2);
+    /* Open: known, and not expired by the time asked about. */
+    CHECK(pending_is_open(t, id, 0) && pending_is_open(t, id, 2000));
+    CHECK(!pending_is_open(t, id, 1000 + 600ull * 1000000u));
+    CHECK(!pending_is_open(t, bad, 0));
 
     memset(&out, 0, sizeof(out));
     CHECK_EQ(pending_take(t, id, "acme", 4, 2000, &out), 0);
@@ -58,6 +62,7 @@ static void test_create_take(void)
     CHECK_EQ(out.expires_us, 1000 + 600ull * 1000000u);
     /* Taken once only. */
     CHECK_EQ(pending_take(t, id, "acme", 4, 0, &out), -ENOENT);
+    CHECK(!pending_is_open(t, id, 0));
     /* After its expiry time it is no longer takeable either. */
     CHECK_EQ(pending_take(t, id2, "acme", 4, 1000 + 600ull * 1000000u, &out), -ENOENT);
     CHECK_EQ(pending_take(t, id2, "acme", 4, 0, NULL), 0);
