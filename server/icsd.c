@@ -343,6 +343,17 @@ int main(int argc, char **argv)
             log_at(0, "creating the admin principal: %s", strerror(-rc));
             return 1;
         }
+        /* Written at once, with the configured port (the listener's comes
+         * later): the admin is durable now, and a start that fails further
+         * on (a bad --principals file, TLS files, the listener) must not
+         * leave an admin whose secret nobody has. */
+        if ((rc = write_cred(secret, (uint16_t)cfg->port)) < 0) {
+            log_at(0, "writing %s/admin.cred: %s", cfg->data, strerror(-rc));
+            return 1;
+        }
+        log_at(2, "first start: created principal 'admin'; credential in %s/admin.cred",
+               cfg->data);
+        explicit_bzero(secret, sizeof secret);
     }
     if (cfg->principals[0]) {
         /* Config as code: every line parses or nothing is applied. */
@@ -427,16 +438,7 @@ int main(int argc, char **argv)
         return 1;
     }
     uint16_t port = loop_port(l);
-    if (secret[0]) {
-        if ((rc = write_cred(secret, port)) < 0)
-            log_at(0, "writing %s/admin.cred: %s", cfg->data, strerror(-rc));
-        else
-            log_at(2, "first start: created principal 'admin'; credential in %s/admin.cred",
-                   cfg->data);
-        explicit_bzero(secret, sizeof secret);
-    } else {
-        update_cred_port(port);
-    }
+    update_cred_port(port);
     if (cfg->port_file[0]) {
         char tmp[CONFIG_STR_MAX + 8];
         snprintf(tmp, sizeof tmp, "%s.tmp", cfg->port_file);

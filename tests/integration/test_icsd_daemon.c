@@ -73,6 +73,31 @@ int main(void)
     CHECK(run_icsd(args, out, sizeof out) != 0);
     snprintf(want, sizeof want, "%s:3", pf);
     CHECK(strstr(out, want) != NULL);
+    /* That failed first start had already made the admin durable: its
+     * credential must be there and work on the next start (it was
+     * written only once the listener was up, so the secret was lost). */
+    {
+        struct itest_srv fs;
+        memset(&fs, 0, sizeof fs);
+        snprintf(fs.dir, sizeof fs.dir, "%s/d5", dir);
+        CHECK_EQ(mkdir(fs.dir, 0700), 0);
+        snprintf(fs.data, sizeof fs.data, "%s/data", fs.dir);
+        snprintf(args, sizeof args, "--data %s --port 0 --principals %s", fs.data, pf);
+        CHECK(run_icsd(args, out, sizeof out) != 0);
+        char fcred[400];
+        snprintf(fcred, sizeof fcred, "%s/admin.cred", fs.data);
+        struct stat fst;
+        CHECK_EQ(stat(fcred, &fst), 0);
+        CHECK_EQ(fst.st_mode & 0777, 0600);
+        itest_restart(&fs, NULL);
+        int fa = itest_login(&fs, NULL, NULL);
+        struct itest_resp fr = {0};
+        CHECK_EQ(itest_call(fa, &fr, WIRE_OP_WHOAMI, 0, NULL, 0, NULL, 0, NULL, 0), 0);
+        CHECK_MEM(fr.value, "\0\5admin", 7);
+        itest_resp_free(&fr);
+        close(fa);
+        CHECK_EQ(itest_stop(&fs), 0);
+    }
     f = fopen(pf, "w");
     fprintf(f, "pf roles=tpsp secret=pf-secret scopes=https://p.example/\n");
     fclose(f);
