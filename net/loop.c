@@ -1288,7 +1288,13 @@ static int is_loopback_host(const char *host)
     return strcmp(host, "localhost") == 0;
 }
 
-static int listen_socket(struct loop *l, const char *host, uint16_t port, uint16_t *bound)
+/* One worker's listening socket. The workers share the port through
+ * SO_REUSEPORT, which would also let this bind succeed beside any other
+ * process's socket that set it (a second icsd on the same port would get
+ * half the connections): so the first bind of a fixed port (first) is
+ * tried once without it, and a port in use is refused. */
+static int listen_socket(struct loop *l, const char *host, uint16_t port, int first,
+                         uint16_t *bound)
 {
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_socktype = SOCK_STREAM;
@@ -1308,6 +1314,24 @@ static int listen_socket(struct loop *l, const char *host, uint16_t port, uint16
     }
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (first && port) {
+        /* SO_REUSEADDR still lets it take a port left in TIME_WAIT. */
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            rc = -errno;
+            loop_log(l, LOOP_LOG_ERROR, "listen %s:%u: %s%s", host, port, strerror(-rc),
+                     rc == -EADDRINUSE ? " (another process listens there)" : "");
+            close(fd);
+            freeaddrinfo(ai);
+            return rc;
+        }
+        close(fd); /* the real socket binds at once below */
+        if ((fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+            rc = -errno;
+            freeaddrinfo(ai);
+            return rc;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    }
     setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
         rc = -errno;
@@ -1473,7 +1497,7 @@ int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_d
         }
         uint16_t bound = 0;
         /* Worker 0 binds the port (maybe 0 = any); the others join it. */
-        int fd = listen_socket(l, l->cfg.host, port, &bound);
+        int fd = listen_socket(l, l->cfg.host, port, i == 0, &bound);
         if (fd < 0)
             return fd;
         w->lfd = fd;
@@ -1485,7 +1509,7 @@ int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_d
         uint16_t tport = l->cfg.tls_port;
         for (unsigned i = 0; i < l->nw; i++) {
             uint16_t bound = 0;
-            int fd = listen_socket(l, l->cfg.tls_host, tport, &bound);
+            int fd = listen_socket(l, l->cfg.tls_host, tport, i == 0, &bound);
             if (fd < 0)
                 return fd;
             l->w[i].tlfd = fd;

@@ -135,6 +135,11 @@ int main(void)
     snprintf(want, sizeof want, "host=127.0.0.1\nport=%u\nprincipal=admin\nsecret=", s.port);
     CHECK(strncmp(out, want, strlen(want)) == 0);
     CHECK(strlen(s.secret) >= 16);
+    /* A second icsd on the port this one listens on is refused, not let
+     * in beside it (the workers' SO_REUSEPORT would have allowed that). */
+    snprintf(args, sizeof args, "--data %s/d6 --listen 127.0.0.1:%u", dir, s.port);
+    CHECK(run_icsd(args, out, sizeof out) != 0);
+    CHECK(strstr(out, "Address already in use") != NULL);
 
     /* --anonymous: unknown principal -> still unauthenticated; once it
      * exists, an unauthenticated loopback connection acts as it. */
