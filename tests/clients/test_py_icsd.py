@@ -406,6 +406,32 @@ class Cli(Base):
         self.assertEqual(self.cli("nonsense")[0], 2)
         self.assertEqual(run_cli("--port", "1", "--user", "a", "--secret", "b", "whoami")[0], 3)
 
+    def test_bad_input_is_a_usage_error(self) -> None:
+        # Out-of-range numbers, malformed windows and batch files: exit 2
+        # with a one-line reason, never a traceback (exit 1 means "refused
+        # by the server" to scripts).
+        cases = [("keys", "issue", "70000"), ("keys", "issue", "-1"),
+                 ("prefs", "set", "bad-dev", "--retention", "-5"), ("export", "--page", "-1"),
+                 ("--timeout", "-1", "whoami"), ("--port", "99999", "whoami"),
+                 ("prefs", "set", "bad-dev", "--window", "mon@08:99-09:00")]
+        for args in cases:
+            rc, out, err = self.cli(*args)
+            self.assertEqual(rc, 2, (args, err))
+            self.assertNotIn("Traceback", err, args)
+        batch = os.path.join(self.srv.tmp, "batch.json")
+        for text in ('{"x": 1}\n', "{broken\n"):
+            with open(batch, "w") as fh:
+                fh.write(text)
+            rc, out, err = self.cli("keys", "validate", batch)
+            self.assertEqual(rc, 2, (text, err))
+            self.assertNotIn("Traceback", err, text)
+        rows = os.path.join(self.srv.tmp, "rows.ndjson")
+        with open(rows, "w") as fh:
+            fh.write('{"device": "bi-d", "uri": "s:1", "uti": "bi-u", "expires_at": true}\n')
+        rc, out, err = self.cli("import", rows)
+        self.assertEqual(rc, 1, err)
+        self.assertIn("expires_at must be a non-negative integer", err)
+
     def test_principal_import(self) -> None:
         f = os.path.join(self.srv.tmp, "principals.txt")
         with open(f, "w") as fh:
