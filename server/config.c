@@ -94,6 +94,11 @@ static const struct setting *find(const char *key)
     return NULL;
 }
 
+int config_known(const char *key)
+{
+    return find(key) != NULL;
+}
+
 int config_is_bool(const char *key)
 {
     const struct setting *s = find(key);

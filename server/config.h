@@ -61,6 +61,8 @@ int config_set(struct icsd_config *c, const char *key, const char *value, char *
 
 /* Whether a flag takes no value (booleans). */
 int config_is_bool(const char *key);
+/* 1 if key names a setting (config, the file's own flag, is not one). */
+int config_known(const char *key);
 
 /* Parses a whole config file text: `key = value` per line, '#' comments,
  * blank lines. Stops at the first bad line: -EINVAL with err =

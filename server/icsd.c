@@ -200,6 +200,10 @@ static int parse_args(int argc, char **argv)
         }
         memcpy(key, a + 2, kl);
         key[kl] = 0;
+        if (strcmp(key, "config") != 0 && !config_known(key)) {
+            fprintf(stderr, "icsd: unknown flag --%s (icsd --help lists them)\n", key);
+            return -1;
+        }
         if (eq)
             val = eq + 1;
         else if (!config_is_bool(key)) {
@@ -212,7 +216,7 @@ static int parse_args(int argc, char **argv)
         if (!strcmp(key, "config"))
             continue;
         if (config_set(&icsd.cfg, key, val, err, sizeof err) < 0) {
-            fprintf(stderr, "icsd: --%s\n", err);
+            fprintf(stderr, "icsd: --%s\n", err); /* err starts with the key */
             return -1;
         }
     }

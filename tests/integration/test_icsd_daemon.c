@@ -37,6 +37,7 @@ int main(void)
     for (int i = 0; flags[i]; i++)
         CHECK(strstr(out, flags[i]) != NULL);
     CHECK(run_icsd("--no-such-flag", out, sizeof out) != 0);
+    CHECK(strstr(out, "unknown flag --no-such-flag") != NULL);
 
     char dir[] = "/tmp/icsd-daemon-XXXXXX";
     CHECK(mkdtemp(dir));
