@@ -348,15 +348,24 @@ class CliTest(unittest.TestCase):
                      "maker roles=iot_sp secret=m scopes=FRG-,FRX-\n"
                      "bad1 roles=root\n"
                      "\n"
-                     "shop roles=tpsp fingerprint=" + "ab" * 32 + " scopes=https://shop/  # by cert\n"
+                     "shop roles=tpsp fingerprint=" + "ab" * 32 + " scopes=https://shop/\n"
                      "bad2 secret=x\n"
-                     "bad3 roles=tpsp colour=red\n")
+                     "bad3 roles=tpsp colour=red\n"
+                     # the rules of icsd --principals (net/principal.c), line for line:
+                     "bad4 roles=tpsp scopes=https://a/ # inline comments are not comments\n"
+                     "bad5 roles=tpsp scopes=https://a/,,https://b/\n"
+                     "bad6 roles=iot_sp secret=\n"
+                     "maker roles=iot_sp secret=m2\n")
         rc, out, err = self.cli("principal", "import", f)
         self.assertEqual(rc, 1)
         self.assertIn(f"{f}:4: unknown role 'root'", err)
         self.assertIn(f"{f}:7: roles= is required", err)
         self.assertIn(f"{f}:8: unknown field 'colour'", err)
-        self.assertIn("imported 3 principal(s), 3 error(s)", out)
+        self.assertIn(f"{f}:9: expected key=value, got '#'", err)
+        self.assertIn(f"{f}:10: empty scope prefix", err)
+        self.assertIn(f"{f}:11: empty secret", err)
+        self.assertIn(f"{f}:12: principal named twice: 'maker' (line 3)", err)
+        self.assertIn("imported 3 principal(s), 7 error(s)", out)
         names = {p["name"]: p for p in json.loads(self.cli("--json", "principal", "list")[1])}
         self.assertEqual(names["maker"]["scopes"], ["FRG-", "FRX-"])
         self.assertEqual(names["shop"]["roles"], ["tpsp"])
