@@ -339,6 +339,10 @@ class CliTest(unittest.TestCase):
         self.assertEqual(self.cli("frobnicate")[0], 2)
         self.assertEqual(run_cli("--port", "1", "--user", "a", "--secret", "b", "whoami")[0], 3)
         self.assertEqual(self.cli("--secret", "wrong", "whoami")[0], 1)
+        # An authentication failure says which identity was refused.
+        rc, out, err = self.cli("--secret", "wrong", "whoami")
+        self.assertIn("AUTH_ERROR", err)
+        self.assertIn("(the secret given with --secret)", err)
 
     def test_principal_import(self) -> None:
         f = os.path.join(self.tmp.name, "principals.txt")
