@@ -278,6 +278,9 @@ class Restart(unittest.TestCase):
         self.assertEqual(srv.stop(), 0, "icsd did not stop cleanly on SIGTERM")
         with self.assertRaises(ic.IcsConnectionError):
             c.noop()  # server down: a clear connection error
+        # A watcher waiting for events waits the restart out: no event, no
+        # error (reopening is refused meanwhile; `ics watch` ended on that).
+        self.assertIsNone(maker.poll_event(0.5))
         for _ in range(50):
             try:
                 srv.start(port=port)

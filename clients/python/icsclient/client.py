@@ -369,9 +369,13 @@ class Client:
         if self._events:
             return self._events.popleft()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        pause = 0.05
         while True:
-            self._ensure_open()
             try:
+                # Inside the try: while the server restarts, reopening is
+                # refused for a while, and a watcher waits that out (to its
+                # deadline) instead of ending.
+                self._ensure_open()
                 self._read_frame(deadline, until_event=True)
             except Timeout:
                 return self._events.popleft() if self._events else None
@@ -381,7 +385,8 @@ class Client:
                     raise
                 if time.monotonic() >= deadline:
                     return None
-                time.sleep(0.05)
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
                 continue
             if self._events:
                 return self._events.popleft()
