@@ -1277,6 +1277,17 @@ static void *job_main(void *arg)
 
 /* --- setup --------------------------------------------------------------------------- */
 
+/* A host that looks numeric (digits and dots, or with a colon) but is no
+ * IPv4 or IPv6 address: a typo to name as such, not to resolve. */
+static int bad_numeric_host(const char *host)
+{
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1)
+        return 0;
+    return !*host || strspn(host, "0123456789.") == strlen(host) || strchr(host, ':') != NULL;
+}
+
 static int is_loopback_host(const char *host)
 {
     struct in_addr a4;
@@ -1458,6 +1469,11 @@ int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_d
     pthread_mutex_init(&l->jmu, NULL);
     pthread_cond_init(&l->jcv, NULL);
     *out = l;
+    if (bad_numeric_host(l->cfg.host)) {
+        loop_log(l, LOOP_LOG_ERROR, "listen address '%s' is not an IPv4 or IPv6 address",
+                 l->cfg.host);
+        return -EINVAL;
+    }
     if (!l->loopback) {
         if (!l->cfg.allow_plaintext_remote) {
             loop_log(l, LOOP_LOG_ERROR,
@@ -1478,9 +1494,19 @@ int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_d
         loop_log(l, LOOP_LOG_WARN, "WARNING: anonymous principal %s on a remote listener",
                  l->cfg.anonymous);
     }
-    if (l->cfg.anonymous)
-        loop_log(l, LOOP_LOG_WARN, "unauthenticated connections act as principal '%s'",
-                 l->cfg.anonymous);
+    if (l->cfg.anonymous) {
+        struct principal *ap = principal_get(l->d.reg, l->cfg.anonymous,
+                                             strlen(l->cfg.anonymous));
+        if (ap)
+            loop_log(l, LOOP_LOG_WARN, "unauthenticated connections act as principal '%s'",
+                     l->cfg.anonymous);
+        else
+            loop_log(l, LOOP_LOG_WARN,
+                     "--anonymous %s: no such principal yet; unauthenticated connections get "
+                     "AUTH_ERROR until it is created, then act as it",
+                     l->cfg.anonymous);
+        principal_put(ap);
+    }
     l->w = calloc(l->nw, sizeof *l->w);
     if (!l->w)
         return -ENOMEM;

@@ -274,6 +274,11 @@ int main(int argc, char **argv)
     if (parse_args(argc, argv) < 0)
         return 2;
     struct icsd_config *cfg = &icsd.cfg;
+    if (!cfg->tls_cert[0] && (cfg->tls_key[0] || cfg->tls_ca[0] || cfg->tls_crl[0])) {
+        /* They would be ignored: no TLS listener starts without a certificate. */
+        fprintf(stderr, "icsd: --tls-key, --tls-ca and --tls-crl need --tls-cert\n");
+        return 2;
+    }
     /* Block the signals in every thread; main waits for them in sigwait. */
     sigset_t sigs;
     sigemptyset(&sigs);

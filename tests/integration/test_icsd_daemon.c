@@ -61,6 +61,14 @@ int main(void)
              "--data %s/d3 --listen 0.0.0.0:0 --allow-plaintext-remote --anonymous x", dir);
     CHECK(run_icsd(args, out, sizeof out) != 0);
     CHECK(strstr(out, "allow-anonymous-remote") != NULL);
+    /* A mistyped address is named as such; TLS files without a certificate
+     * (no TLS listener would start) are refused, not ignored. */
+    snprintf(args, sizeof args, "--data %s/d7 --listen 256.1.1.1:0", dir);
+    CHECK(run_icsd(args, out, sizeof out) != 0);
+    CHECK(strstr(out, "'256.1.1.1' is not an IPv4 or IPv6 address") != NULL);
+    snprintf(args, sizeof args, "--data %s/d8 --tls-key %s/nokey.pem", dir, dir);
+    CHECK_EQ(run_icsd(args, out, sizeof out), 2);
+    CHECK(strstr(out, "need --tls-cert") != NULL);
 
     /* --principals: a bad line stops the start naming FILE:LINE, nothing
      * applied; a good file creates the principals. */
