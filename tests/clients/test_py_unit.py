@@ -339,6 +339,9 @@ class CliTest(unittest.TestCase):
         self.assertEqual(self.cli("frobnicate")[0], 2)
         self.assertEqual(run_cli("--port", "1", "--user", "a", "--secret", "b", "whoami")[0], 3)
         self.assertEqual(self.cli("--secret", "wrong", "whoami")[0], 1)
+        # TLS flags that would silently fall back to plaintext, or name no file.
+        self.assertEqual(run_cli("--port", "1", "--tls-cert", __file__, "whoami")[0], 2)
+        self.assertEqual(run_cli("--port", "1", "--tls-ca", "/nonexistent.pem", "whoami")[0], 2)
         # An authentication failure says which identity was refused.
         rc, out, err = self.cli("--secret", "wrong", "whoami")
         self.assertIn("AUTH_ERROR", err)
