@@ -342,6 +342,8 @@ class CliTest(unittest.TestCase):
         # TLS flags that would silently fall back to plaintext, or name no file.
         self.assertEqual(run_cli("--port", "1", "--tls-cert", __file__, "whoami")[0], 2)
         self.assertEqual(run_cli("--port", "1", "--tls-ca", "/nonexistent.pem", "whoami")[0], 2)
+        rc, out, err = run_cli("--json", "--port", "1", "--user", "a", "--secret", "b", "whoami")
+        self.assertEqual((rc, json.loads(out)["error"]), (3, "CONNECTION"))
         # An authentication failure says which identity was refused.
         rc, out, err = self.cli("--secret", "wrong", "whoami")
         self.assertIn("AUTH_ERROR", err)
