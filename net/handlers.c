@@ -892,8 +892,8 @@ static int mailbox_to_conn(void *arg, const uint8_t *frame, size_t flen)
     struct conn *c = arg;
 #ifdef ICS_HAVE_PENDING
     pending_t *pt = c->w->l->d.pending;
-    if (pt && flen >= WIRE_HDR_LEN + WIRE_REQID_LEN && frame[0] == WIRE_MAGIC_EVT &&
-        frame[1] == WIRE_EV_MAP_PENDING &&
+    if (pt && flen >= WIRE_HDR_LEN && flen >= WIRE_HDR_LEN + WIRE_REQID_LEN + frame[4] &&
+        frame[0] == WIRE_MAGIC_EVT && frame[1] == WIRE_EV_MAP_PENDING &&
         !pending_is_open(pt, frame + WIRE_HDR_LEN + frame[4], loop_now_us()))
         return 0;
 #endif
