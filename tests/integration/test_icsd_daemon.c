@@ -25,6 +25,19 @@ static int run_icsd(const char *args, char *out, size_t cap)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* Logs in to s (name NULL: the admin from admin.cred) and checks WHOAMI's
+ * answer is want (str16 principal, str16 role). */
+static void check_whoami(const struct itest_srv *s, const char *name, const char *secret,
+                         const char *want, size_t want_len)
+{
+    int fd = itest_login(s, name, secret);
+    struct itest_resp r = {0};
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_WHOAMI, 0, NULL, 0, NULL, 0, NULL, 0), 0);
+    CHECK_MEM(r.value, want, want_len);
+    itest_resp_free(&r);
+    close(fd);
+}
+
 int main(void)
 {
     static char out[16384];
@@ -99,12 +112,7 @@ int main(void)
         CHECK_EQ(stat(fcred, &fst), 0);
         CHECK_EQ(fst.st_mode & 0777, 0600);
         itest_restart(&fs, NULL);
-        int fa = itest_login(&fs, NULL, NULL);
-        struct itest_resp fr = {0};
-        CHECK_EQ(itest_call(fa, &fr, WIRE_OP_WHOAMI, 0, NULL, 0, NULL, 0, NULL, 0), 0);
-        CHECK_MEM(fr.value, "\0\5admin", 7);
-        itest_resp_free(&fr);
-        close(fa);
+        check_whoami(&fs, NULL, NULL, "\0\5admin\0\5admin", 14);
         CHECK_EQ(itest_stop(&fs), 0);
     }
     f = fopen(pf, "w");
@@ -114,12 +122,7 @@ int main(void)
         struct itest_srv ps;
         const char *pa[] = {"--principals", pf, NULL};
         itest_start(&ps, pa);
-        int t = itest_login(&ps, "pf", "pf-secret");
-        struct itest_resp pr = {0};
-        CHECK_EQ(itest_call(t, &pr, WIRE_OP_WHOAMI, 0, NULL, 0, NULL, 0, NULL, 0), 0);
-        CHECK_MEM(pr.value, "\0\2pf\0\4tpsp", 10);
-        itest_resp_free(&pr);
-        close(t);
+        check_whoami(&ps, "pf", "pf-secret", "\0\2pf\0\4tpsp", 10);
         CHECK_EQ(itest_stop(&ps), 0);
         itest_cleanup(&ps);
     }
