@@ -1299,11 +1299,25 @@ static int is_loopback_host(const char *host)
     return strcmp(host, "localhost") == 0;
 }
 
+/* A TCP socket for ai, with SO_REUSEADDR (a port left in TIME_WAIT is
+ * taken) and, if reuseport, SO_REUSEPORT. Its fd, or -errno. */
+static int tcp_socket(const struct addrinfo *ai, int reuseport)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    return fd;
+}
+
 /* One worker's listening socket. The workers share the port through
  * SO_REUSEPORT, which would also let this bind succeed beside any other
  * process's socket that set it (a second icsd on the same port would get
- * half the connections): so the first bind of a fixed port (first) is
- * tried once without it, and a port in use is refused. */
+ * half the connections): so for the first socket of a fixed port (first)
+ * a socket without it binds the port once, and a port in use is refused. */
 static int listen_socket(struct loop *l, const char *host, uint16_t port, int first,
                          uint16_t *bound)
 {
@@ -1317,33 +1331,23 @@ static int listen_socket(struct loop *l, const char *host, uint16_t port, int fi
         loop_log(l, LOOP_LOG_ERROR, "listen %s: %s", host, gai_strerror(rc));
         return -EINVAL;
     }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        rc = -errno;
-        freeaddrinfo(ai);
-        return rc;
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     if (first && port) {
-        /* SO_REUSEADDR still lets it take a port left in TIME_WAIT. */
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-            rc = -errno;
+        int probe = tcp_socket(ai, 0);
+        rc = probe < 0 ? probe : bind(probe, ai->ai_addr, ai->ai_addrlen) < 0 ? -errno : 0;
+        if (probe >= 0)
+            close(probe);
+        if (rc < 0) {
             loop_log(l, LOOP_LOG_ERROR, "listen %s:%u: %s%s", host, port, strerror(-rc),
                      rc == -EADDRINUSE ? " (another process listens there)" : "");
-            close(fd);
             freeaddrinfo(ai);
             return rc;
         }
-        close(fd); /* the real socket binds at once below */
-        if ((fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
-            rc = -errno;
-            freeaddrinfo(ai);
-            return rc;
-        }
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     }
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    int fd = tcp_socket(ai, 1);
+    if (fd < 0) {
+        freeaddrinfo(ai);
+        return fd;
+    }
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 4096) < 0) {
         rc = -errno;
         loop_log(l, LOOP_LOG_ERROR, "listen %s:%u: %s", host, port, strerror(-rc));
