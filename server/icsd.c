@@ -256,6 +256,12 @@ static void update_cred_port(uint16_t port)
     char secret[256] = "";
     char *s = NULL;
     text[len < 4095 ? len : 4095] = 0;
+    char want[16];
+    snprintf(want, sizeof want, "\nport=%u\n", port);
+    if (strstr(text, want)) { /* already right (a restart on the same port) */
+        free(text);
+        return;
+    }
     if ((s = strstr(text, "secret="))) {
         s += 7;
         size_t l = strcspn(s, "\n");
