@@ -6,9 +6,7 @@
 
 #include <string.h>
 
-#ifdef ICS_HAVE_PREFS
 #include "prefs.h"
-#endif
 
 #define R_ADMIN PRINCIPAL_ADMIN
 #define R_IOT PRINCIPAL_IOT_SP
@@ -117,13 +115,9 @@ enum acl_via acl_row_via(const struct principal *p, const struct engine_row *row
     if (acl_owns_device(p, row->owner, row->owner_len))
         return ACL_VIA_OWNER;
     if (acl_uri_in_scope(p, row->uri, row->uri_len)) {
-#ifdef ICS_HAVE_PREFS
         if (row->prefs_len &&
             !prefs_allows(row->prefs, row->prefs_len, row->uri, row->uri_len, now_us))
             return ACL_VIA_NONE;
-#else
-        (void)now_us;
-#endif
         return ACL_VIA_TPSP;
     }
     return ACL_VIA_NONE;
