@@ -98,7 +98,7 @@ if want fuzz && [ -f build/ci-fuzz.log ]; then
 fi
 if want bench && [ -f build/ci-bench.log ]; then
   echo "  benchmark smoke figures (ratios vs the references; noisy, no pass/fail):"
-  grep -E '^(d1 |d16 |memcaslap -B|ratio |\| [a-z0-9]|history |prefs |keys |tls\.(full|resumed)_[a-z_]*(ratio|vs)|BM_(engine|absl)_(device|binding)/hit:1/real_time/threads:1|BM_engine_device_batch16/real_time/threads:1)' \
+  grep -E '^(d1 |d16 |memcaslap -B|ratio |engine targets|\| [a-z0-9]|history |prefs |keys |tls\.(full|resumed)_[a-z_]*(ratio|vs)|BM_(engine|absl)_(device|binding)/hit:1/real_time/threads:1|BM_engine_device_batch16/real_time/threads:1)' \
     build/ci-bench.log | cut -c1-120 | sed 's/^/    /'
 fi
 echo "tests: $TOTAL_PASS passed, $TOTAL_FAIL failed"
