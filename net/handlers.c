@@ -786,10 +786,8 @@ static void h_stat(struct rq *x)
         stat_one(x, "pid", (uint64_t)getpid());
         stat_one(x, "uptime", (now - l->start_us) / 1000000u);
         stat_one(x, "time", now / 1000000u);
-        {
-            const char *v = l->cfg.version;
-            respond(x, WIRE_S_OK, 0, NULL, 0, "version", 7, v, strlen(v));
-        }
+        /* No "version" line, as memcached has: wire-v1 makes every stat an
+         * ASCII number; VERSION answers the version. */
         stat_one(x, "threads", l->nw);
         stat_one(x, "curr_connections", curr);
         stat_one(x, "total_connections", total);

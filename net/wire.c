@@ -249,12 +249,15 @@ int wire_decode(const struct wire_frame *f, struct wire_req *r, const char **why
     case WIRE_OP_SASL_AUTH: case WIRE_OP_SASL_STEP:
         if ((rc = need_ext(f, 0, 0, why)))
             return rc;
+        /* wire-v1 answers SASL_AUTH with OK or AUTH_ERROR (-EPERM): a
+         * malformed exchange is a failed authentication, not a bad
+         * argument; why still says what was wrong. */
         if (f->keylen == 0 || f->keylen > 32)
-            FAIL(-EINVAL, "SASL mechanism name missing or too long");
+            FAIL(-EPERM, "SASL mechanism name missing or too long");
         r->key = f->key, r->key_len = f->keylen;
         r->text = f->value, r->text_len = f->value_len;
         if (f->keylen == 5 && memcmp(f->key, "PLAIN", 5) == 0)
-            return sasl_plain(f, r, why);
+            return sasl_plain(f, r, why) < 0 ? -EPERM : 0;
         return 0; /* the handler answers AUTH_ERROR for an unknown mechanism */
     case WIRE_OP_MAP: case WIRE_OP_MAP_REQUEST:
         if ((rc = need_ext(f, 0, 4, why)))

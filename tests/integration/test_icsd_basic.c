@@ -32,6 +32,14 @@ static void test_memcached_ops(void)
     CHECK_EQ(itest_auth(fd, "nobody", "x"), WIRE_S_AUTH_ERROR);
     CHECK_EQ(itest_call(fd, &r, WIRE_OP_SASL_AUTH, 0, NULL, 0, "CRAM-MD5", 8, "x", 1),
              WIRE_S_AUTH_ERROR);
+    /* Malformed PLAIN (no NULs, empty authcid, no mechanism): AUTH_ERROR,
+     * the only failure wire-v1 gives SASL_AUTH, and the connection goes on. */
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_SASL_AUTH, 0, NULL, 0, "PLAIN", 5, "admin", 5),
+             WIRE_S_AUTH_ERROR);
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_SASL_AUTH, 0, NULL, 0, "PLAIN", 5, "\0\0s", 3),
+             WIRE_S_AUTH_ERROR);
+    CHECK_EQ(itest_call(fd, &r, WIRE_OP_SASL_AUTH, 0, NULL, 0, NULL, 0, "\0a\0s", 4),
+             WIRE_S_AUTH_ERROR);
     CHECK_EQ(itest_auth(fd, "admin", srv.secret), WIRE_S_OK);
     CHECK_EQ(itest_call(fd, &r, WIRE_OP_WHOAMI, 0, NULL, 0, NULL, 0, NULL, 0), WIRE_S_OK);
     CHECK_EQ(r.value_len, 2 + 5 + 2 + 5);
@@ -239,6 +247,10 @@ static int stat_group(int fd, const char *g, const char *want, uint64_t *val)
     }
     while (r.keylen) {
         n++;
+        /* wire-v1: every stat's value is an ASCII number */
+        CHECK(r.value_len > 0 && r.value_len < 21);
+        for (size_t i = 0; i < r.value_len; i++)
+            CHECK(r.value[i] >= '0' && r.value[i] <= '9');
         if (want && r.keylen == strlen(want) && !memcmp(r.key, want, r.keylen))
             *val = strtoull((char *)r.value, NULL, 10);
         CHECK_EQ(r.status, 0);
