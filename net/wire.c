@@ -21,8 +21,15 @@ int wire_parse_header(const uint8_t *p, size_t n, unsigned accept, uint32_t max_
     /* A wrong magic is known from the first byte: refuse it now rather
      * than wait for a header that an ASCII client ("version\r\n") may
      * never complete, so it gets an answer instead of a timeout. */
-    if (f->magic < 0x80 || f->magic > 0x82 || !(accept & (1u << (f->magic - 0x80))))
+    if (f->magic < 0x80 || f->magic > 0x82 || !(accept & (1u << (f->magic - 0x80)))) {
+        /* Whatever else it holds, a whole header's opcode and opaque are
+         * echoed in the error, as wire-v1 echoes them in every response. */
+        if (n >= WIRE_HDR_LEN) {
+            f->opcode = p[1];
+            f->opaque = wire_be32(p + 12);
+        }
         return -EPROTO;
+    }
     if (n < WIRE_HDR_LEN)
         return 0;
     f->opcode = p[1];
@@ -214,9 +221,11 @@ static int sasl_plain(const struct wire_frame *f, struct wire_req *r, const char
     return 0;
 }
 
+/* memcached's binary opcodes (protocol_binary.h): 0x00-0x1e, SASL 0x20-0x22,
+ * GATK/GATKQ 0x23-0x24, the range/vbucket/TAP block 0x30-0x48. */
 static int memcached_known(uint8_t op)
 {
-    return op <= 0x1e || (op >= 0x20 && op <= 0x22) || (op >= 0x30 && op <= 0x48);
+    return op <= 0x1e || (op >= 0x20 && op <= 0x24) || (op >= 0x30 && op <= 0x48);
 }
 
 int wire_decode(const struct wire_frame *f, struct wire_req *r, const char **why)
@@ -247,8 +256,8 @@ int wire_decode(const struct wire_frame *f, struct wire_req *r, const char **why
         r->key = f->key, r->key_len = f->keylen;
         return 0;
     case WIRE_OP_SASL_AUTH: case WIRE_OP_SASL_STEP:
-        if ((rc = need_ext(f, 0, 0, why)))
-            return rc;
+        if (need_ext(f, 0, 0, why))
+            return -EPERM; /* AUTH_ERROR: see below */
         /* wire-v1 answers SASL_AUTH with OK or AUTH_ERROR (-EPERM): a
          * malformed exchange is a failed authentication, not a bad
          * argument; why still says what was wrong. */

@@ -49,11 +49,13 @@ static void test_framing_errors(void)
 
     /* Wrong magic: EINVAL with a message, then the server closes. */
     fd = itest_connect(&srv);
-    hdr(h, 0x42, WIRE_OP_NOOP, 0, 0, 0);
+    hdr(h, 0x42, WIRE_OP_VERSION, 0, 0, 0);
     CHECK_EQ(itest_send(fd, h, 24), 0);
     CHECK_EQ(itest_read(fd, &r), 0);
     CHECK_EQ(r.status, WIRE_S_EINVAL);
     CHECK(r.value_len > 0);
+    CHECK_EQ(r.opcode, WIRE_OP_VERSION); /* echoed, as in every response */
+    CHECK_EQ(r.opaque, 0xABCD);
     CHECK(itest_closed(fd, 3000));
     close(fd);
     /* An ASCII memcached command, shorter than a header: refused at once

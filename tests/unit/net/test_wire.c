@@ -64,6 +64,9 @@ static void test_framing(void)
     CHECK_EQ(wire_parse_request(b.p, b.len, &f), -EPROTO);
     b.p[0] = 0x00;
     CHECK_EQ(wire_parse_request(b.p, 24, &f), -EPROTO);
+    /* a whole header's opcode and opaque are kept for the error's echo */
+    CHECK_EQ(f.opcode, b.p[1]);
+    CHECK_EQ(f.opaque, wire_be32(b.p + 12));
     /* Known from the first byte, before a whole header is in: an ASCII
      * client is refused at once, a good magic waits for more. */
     CHECK_EQ(wire_parse_request((const uint8_t *)"v", 1, &f), -EPROTO);
@@ -231,10 +234,13 @@ static void test_decoders(void)
     CHECK_EQ(decode(WIRE_OP_SASL_AUTH, NULL, 0, "PLAIN", 5, "admin", 5, &r), -EPERM);
     CHECK_EQ(decode(WIRE_OP_SASL_AUTH, NULL, 0, "PLAIN", 5, "a\0\0s", 4, &r), -EPERM);
     CHECK_EQ(decode(WIRE_OP_SASL_AUTH, NULL, 0, NULL, 0, "\0a\0s", 5, &r), -EPERM);
+    CHECK_EQ(decode(WIRE_OP_SASL_AUTH, "\0\0\0\0", 4, "PLAIN", 5, "\0a\0s", 5, &r), -EPERM);
 
     /* Unknown vs known-but-unserved opcodes. */
     CHECK_EQ(decode(WIRE_OP_SET, NULL, 0, "k", 1, "v", 1, &r), -EOPNOTSUPP);
     CHECK_EQ(decode(WIRE_OP_DELETE, NULL, 0, "k", 1, NULL, 0, &r), -EOPNOTSUPP);
+    CHECK_EQ(decode(0x23, NULL, 0, "k", 1, NULL, 0, &r), -EOPNOTSUPP); /* GATK */
+    CHECK_EQ(decode(0x24, NULL, 0, "k", 1, NULL, 0, &r), -EOPNOTSUPP); /* GATKQ */
     CHECK_EQ(decode(0x99, NULL, 0, NULL, 0, NULL, 0, &r), -ENOSYS);
     CHECK_EQ(decode(0xFF, NULL, 0, NULL, 0, NULL, 0, &r), -ENOSYS);
 }
