@@ -957,7 +957,8 @@ static void h_history(struct rq *x)
     size_t start = b->len;
     long off = wire_begin(b, WIRE_MAGIC_RES, x->f->opcode, WIRE_S_OK, x->f->opaque, 0);
     int rc = off < 0 ? -ENOMEM
-                     : history_encode(x->l->d.engine, x->r.key, x->r.key_len, x->p, x->r.u32, b);
+                     : history_encode(x->l->d.engine, x->r.key, x->r.key_len, x->p, x->r.u32,
+                                      loop_now_us(), b);
     if (rc < 0) {
         buf_truncate(b, start);
         respond_err(x, rc, rc == -ENOENT ? "not found" : NULL);

@@ -4,20 +4,32 @@
 #include "history.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "acl.h"
+#include "prefs.h"
 
 struct owner_ctx {
     const struct principal *p;
     bool owner;
+    void *prefs; /* a copy: the engine's bytes live only inside the call */
+    size_t prefs_len;
+    int err;
 };
 
 static int owner_cb(void *arg, const struct engine_row *row)
 {
     struct owner_ctx *c = arg;
     c->owner = acl_owns_device(c->p, row->owner, row->owner_len);
-    return 1; /* the device's owner is the same on every row */
+    if (!c->owner && row->prefs_len) {
+        c->prefs = malloc(row->prefs_len);
+        if (!c->prefs)
+            c->err = -ENOMEM;
+        else
+            memcpy(c->prefs, row->prefs, row->prefs_len), c->prefs_len = row->prefs_len;
+    }
+    return 1; /* owner and prefs are the device's, the same on every row */
 }
 
 struct enc_ctx {
@@ -26,12 +38,20 @@ struct enc_ctx {
     uint32_t max, n;
     struct buf *out;
     int err;
+    const void *prefs;
+    size_t prefs_len;
+    uint64_t now_us;
 };
 
 static int enc_cb(void *arg, const struct engine_hist *h)
 {
     struct enc_ctx *c = arg;
-    if (!c->all && !acl_uri_in_scope(c->p, h->uri, h->uri_len))
+    /* A tpsp sees the entries of its scopes that the device's preferences
+     * let it see now, the rule acl_row_via applies to rows: an entry for a
+     * URI they refuse belongs to a row that, for this tpsp, does not exist
+     * (wire-v1 section 4). */
+    if (!c->all && (!acl_uri_in_scope(c->p, h->uri, h->uri_len) ||
+                    !prefs_allows(c->prefs, c->prefs_len, h->uri, h->uri_len, c->now_us)))
         return 0;
     int rc = 0;
     rc |= buf_put_u64(c->out, h->micros);
@@ -47,25 +67,22 @@ static int enc_cb(void *arg, const struct engine_hist *h)
     return c->max && c->n >= c->max ? 1 : 0;
 }
 
-int history_encode(engine_t *e, const void *dev, size_t dev_len, const struct principal *p,
-                   uint32_t max, struct buf *out)
+static int encode(engine_t *e, const void *dev, size_t dev_len, const struct principal *p,
+                  uint32_t max, uint64_t now_us, struct buf *out, struct owner_ctx *oc)
 {
-    if (!p)
-        return -ENOENT;
-    struct owner_ctx oc = {p, false};
-    int rc = engine_device_info(e, dev, dev_len, owner_cb, &oc);
-    if (rc == -ENOENT)
-        return -ENOENT;
+    int rc = engine_device_info(e, dev, dev_len, owner_cb, oc);
     if (rc < 0)
         return rc;
-    bool all = oc.owner; /* admin or the owner iot_sp */
+    if (oc->err)
+        return oc->err;
+    bool all = oc->owner; /* admin or the owner iot_sp */
     if (!all && !(p->roles & PRINCIPAL_TPSP))
         return -ENOENT;
 
     size_t start = out->len;
     if (buf_put_u32(out, 0) < 0)
         return -ENOMEM;
-    struct enc_ctx c = {p, all, max, 0, out, 0};
+    struct enc_ctx c = {p, all, max, 0, out, 0, oc->prefs, oc->prefs_len, now_us};
     rc = engine_history_get(e, dev, dev_len, (size_t)-1, enc_cb, &c);
     if (c.err || (rc < 0 && rc != -ENOENT)) {
         buf_truncate(out, start);
@@ -79,6 +96,17 @@ int history_encode(engine_t *e, const void *dev, size_t dev_len, const struct pr
     }
     buf_be32(out->p + start, c.n);
     return 0;
+}
+
+int history_encode(engine_t *e, const void *dev, size_t dev_len, const struct principal *p,
+                   uint32_t max, uint64_t now_us, struct buf *out)
+{
+    if (!p)
+        return -ENOENT;
+    struct owner_ctx oc = {p, false, NULL, 0, 0};
+    int rc = encode(e, dev, dev_len, p, max, now_us, out, &oc);
+    free(oc.prefs);
+    return rc;
 }
 
 int history_record_inquiry(engine_t *e, const void *dev, size_t dev_len, const void *principal,

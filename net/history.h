@@ -11,7 +11,8 @@
  * that is not inside a row callback (it looks the device up again).
  *
  * Visibility (wire-v1 3.3): admin and the device's owner iot_sp see every
- * entry; a tpsp sees only entries whose URI is in its scopes; anyone else,
+ * entry; a tpsp sees only entries whose URI is in its scopes and that the
+ * device's preferences allow it now (as its rows); anyone else,
  * or a tpsp with nothing to see, gets -ENOENT (NOT_FOUND), as if the device
  * did not exist.
  *
@@ -34,10 +35,12 @@ extern "C" {
 
 /* Appends the HISTORY response value (u32 n, n x (u64 unix micros,
  * u8 event, str16 principal, str16 URI, str16 UTI), newest first, at most
- * max entries visible to p; max 0 = all kept). -ENOENT as above, -ENOMEM;
- * on error out is as it was. */
+ * max entries visible to p; max 0 = all kept). A tpsp's entries are also
+ * those the device's preferences allow at now_us (unix micros), as for its
+ * rows. -ENOENT as above, -ENOMEM; on error out is as it was. */
 int history_encode(engine_t *e, const void *dev, size_t dev_len,
-                   const struct principal *p, uint32_t max, struct buf *out);
+                   const struct principal *p, uint32_t max, uint64_t now_us,
+                   struct buf *out);
 
 /* Records one inquiry (event 3) by principal for (uri, uti) at now_us;
  * -ENOENT if the device is unknown, -EINVAL for a field over 0xffff bytes. */

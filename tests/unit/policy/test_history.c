@@ -14,6 +14,8 @@
 #include "history.h"
 #include "test.h"
 
+#define NOW_US 1700000000000000ull /* a Tuesday, 22:13 UTC */
+
 static struct principal *mk(const char *name, uint8_t roles, const char *scope)
 {
     struct principal *p = calloc(1, sizeof(*p) + sizeof(p->scopes[0]));
@@ -126,7 +128,7 @@ static void test_record_row(uint32_t history_len)
     struct buf b = BUF_INIT;
     char got[16][64];
     uint64_t us[16];
-    CHECK_EQ(history_encode(e, "dA", 2, admin, 0, &b), 0);
+    CHECK_EQ(history_encode(e, "dA", 2, admin, 0, NOW_US, &b), 0);
     if (history_len == 0) {
         CHECK_EQ(decode(&b, got, us), 0);
     } else {
@@ -137,7 +139,7 @@ static void test_record_row(uint32_t history_len)
         CHECK(strcmp(got[3], "3:tp:https://one/a:ua") == 0 && us[3] == 500);
     }
     buf_reset(&b);
-    CHECK_EQ(history_encode(e, "dB", 2, admin, 0, &b), 0);
+    CHECK_EQ(history_encode(e, "dB", 2, admin, 0, NOW_US, &b), 0);
     if (history_len == 0) {
         CHECK_EQ(decode(&b, got, us), 0);
     } else {
@@ -176,34 +178,53 @@ int main(void)
     struct buf b = BUF_INIT;
     char got[16][64];
     uint64_t us[16];
-    CHECK_EQ(history_encode(e, "dev1", 4, admin, 0, &b), 0);
+    CHECK_EQ(history_encode(e, "dev1", 4, admin, 0, NOW_US, &b), 0);
     CHECK_EQ(decode(&b, got, us), 4);
     CHECK(strcmp(got[0], "3:t2:https://two/app:u2") == 0); /* newest first */
     CHECK(strcmp(got[3], "1:acme:https://one/app:u1") == 0);
     CHECK(us[0] == 400 && us[1] == 300 && us[2] == 200 && us[3] == 100);
 
     buf_reset(&b);
-    CHECK_EQ(history_encode(e, "dev1", 4, acme, 2, &b), 0); /* owner, bounded */
+    CHECK_EQ(history_encode(e, "dev1", 4, acme, 2, NOW_US, &b), 0); /* owner, bounded */
     CHECK_EQ(decode(&b, got, us), 2);
     CHECK(us[0] == 400 && us[1] == 300);
 
     buf_reset(&b);
-    CHECK_EQ(history_encode(e, "dev1", 4, t1, 0, &b), 0);   /* its URIs only */
+    CHECK_EQ(history_encode(e, "dev1", 4, t1, 0, NOW_US, &b), 0);   /* its URIs only */
     CHECK_EQ(decode(&b, got, us), 2);
     CHECK(strcmp(got[0], "3:t1:https://one/app:u1") == 0);
     CHECK(strcmp(got[1], "1:acme:https://one/app:u1") == 0);
     buf_reset(&b);
-    CHECK_EQ(history_encode(e, "dev1", 4, t1, 1, &b), 0);
+    CHECK_EQ(history_encode(e, "dev1", 4, t1, 1, NOW_US, &b), 0);
     CHECK_EQ(decode(&b, got, us), 1);
+
+    /* Preferences that refuse t1's URI hide its entries as they hide the
+     * row: NOT_FOUND, as if the device did not exist; the owner and admin
+     * still see everything; cleared, t1 sees its entries again. */
+    static const uint8_t deny_one[] = {
+        0, 0, 0, 0, /* retention */ 0, 0, /* no allow list */
+        0, 1, 0, 12, 'h', 't', 't', 'p', 's', ':', '/', '/', 'o', 'n', 'e', '/',
+        0, 0, /* no windows */
+    };
+    CHECK_EQ(engine_set_prefs(e, "dev1", 4, deny_one, sizeof deny_one, 3), 0);
+    buf_reset(&b);
+    CHECK_EQ(history_encode(e, "dev1", 4, t1, 0, NOW_US, &b), -ENOENT);
+    CHECK_EQ(b.len, 0);
+    CHECK_EQ(history_encode(e, "dev1", 4, acme, 0, NOW_US, &b), 0);
+    CHECK_EQ(decode(&b, got, us), 4);
+    CHECK_EQ(engine_set_prefs(e, "dev1", 4, NULL, 0, 4), 0);
+    buf_reset(&b);
+    CHECK_EQ(history_encode(e, "dev1", 4, t1, 0, NOW_US, &b), 0);
+    CHECK_EQ(decode(&b, got, us), 2);
 
     /* Nothing to see: NOT_FOUND, and the buffer is as it was. */
     buf_reset(&b);
     CHECK_EQ(buf_put_u8(&b, 0x77), 0);
-    CHECK_EQ(history_encode(e, "dev1", 4, t3, 0, &b), -ENOENT);
-    CHECK_EQ(history_encode(e, "dev1", 4, other, 0, &b), -ENOENT);
-    CHECK_EQ(history_encode(e, "dev1", 4, gen, 0, &b), -ENOENT);
-    CHECK_EQ(history_encode(e, "dev1", 4, NULL, 0, &b), -ENOENT);
-    CHECK_EQ(history_encode(e, "nodev", 5, admin, 0, &b), -ENOENT);
+    CHECK_EQ(history_encode(e, "dev1", 4, t3, 0, NOW_US, &b), -ENOENT);
+    CHECK_EQ(history_encode(e, "dev1", 4, other, 0, NOW_US, &b), -ENOENT);
+    CHECK_EQ(history_encode(e, "dev1", 4, gen, 0, NOW_US, &b), -ENOENT);
+    CHECK_EQ(history_encode(e, "dev1", 4, NULL, 0, NOW_US, &b), -ENOENT);
+    CHECK_EQ(history_encode(e, "nodev", 5, admin, 0, NOW_US, &b), -ENOENT);
     CHECK_EQ(b.len, 1);
 
     /* The ring keeps the newest history_len entries. */
@@ -211,7 +232,7 @@ int main(void)
         CHECK_EQ(history_record_inquiry(e, "dev1", 4, "t1", 2, "https://one/app", 15, "u1", 2,
                                         1000 + (uint64_t)i), 0);
     buf_reset(&b);
-    CHECK_EQ(history_encode(e, "dev1", 4, admin, 0, &b), 0);
+    CHECK_EQ(history_encode(e, "dev1", 4, admin, 0, NOW_US, &b), 0);
     CHECK_EQ(decode(&b, got, us), 8);
     CHECK_EQ(us[0], 1009);
     CHECK_EQ(us[7], 1002);

@@ -31,6 +31,8 @@ struct node {
     keys_t *k;
 };
 
+#define NOW_US 1700000000000000ull /* a Tuesday, 22:13 UTC */
+
 static void up(struct node *n, const char *dir)
 {
     struct engine_config ec = {.initial_devices = 16, .history_len = 8};
@@ -163,7 +165,7 @@ int main(void)
     CHECK_EQ(history_record_inquiry(n.e, "dev1", 4, "shop", 4, "https://u/", 10, "uti1", 4, 42), 0);
     struct principal *adm = principal_get(n.reg, "admin", 5);
     struct buf h = BUF_INIT;
-    CHECK_EQ(history_encode(n.e, "dev1", 4, adm, 0, &h), 0);
+    CHECK_EQ(history_encode(n.e, "dev1", 4, adm, 0, NOW_US, &h), 0);
     CHECK_EQ(h.p[3], 2);             /* n = 2: the inquiry, then the map */
     CHECK_EQ(h.p[4 + 8], 3);
     buf_reset(&h);
@@ -198,7 +200,7 @@ int main(void)
     CHECK_EQ(keys_validate(n.k, b1.p, b1.len), 0); /* restart kept the key */
     /* History: the logged map came back, the inquiry did not (memory only). */
     engine_thread_online(n.e);
-    CHECK_EQ(history_encode(n.e, "dev1", 4, adm, 0, &h), 0);
+    CHECK_EQ(history_encode(n.e, "dev1", 4, adm, 0, NOW_US, &h), 0);
     CHECK_EQ(h.p[3], 1);
     CHECK_EQ(h.p[4 + 8], 1);                               /* event map */
     CHECK_EQ(h.p[4 + 9 + 1], 5);                           /* str16 principal */
