@@ -2118,6 +2118,13 @@ int engine_demap_binding(engine_t *e, const void *uri, size_t uri_len,
 int engine_demap_service(engine_t *e, const void *uri, size_t uri_len,
                          uint64_t lsn, engine_row_fn on_removed, void *arg)
 {
+    return engine_demap_service_if(e, uri, uri_len, lsn, NULL, NULL, on_removed, arg);
+}
+
+int engine_demap_service_if(engine_t *e, const void *uri, size_t uri_len,
+                            uint64_t lsn, engine_dev_pick_fn pick, void *pctx,
+                            engine_row_fn on_removed, void *arg)
+{
     if (bad_uri(uri, uri_len))
         return -EINVAL;
     write_begin(e);
@@ -2133,6 +2140,11 @@ int engine_demap_service(engine_t *e, const void *uri, size_t uri_len,
         if (sw <= SLOT_TOMB)
             continue;
         struct rec *r = ptr_of(sw);
+        if (pick) {
+            struct pfv pf = rec_prefs(r);
+            if (!pick(pctx, pf.p, pf.len))
+                continue; /* its rows of u stay, and so does u */
+        }
         int rc = remove_rows(e, i, r, pick_uri, u, on_removed, arg);
         if (rc < 0) {
             /* Rows removed so far stay removed (each is a whole change);
@@ -2144,7 +2156,9 @@ int engine_demap_service(engine_t *e, const void *uri, size_t uri_len,
         total += rc;
         left -= (uint32_t)rc;
     }
-    ENGINE_PANIC_IF(left != 0);
+    ENGINE_PANIC_IF(!pick && left != 0);
+    if (!total)
+        return -ENOENT; /* every device refused: nothing changed */
     write_end(e, lsn);
     return total;
 }

@@ -38,6 +38,7 @@
 #ifndef ICS_ENGINE_H
 #define ICS_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -209,6 +210,14 @@ int engine_demap_binding(engine_t *e, const void *uri, size_t uri_len,
                          engine_row_fn on_removed, void *arg);
 int engine_demap_service(engine_t *e, const void *uri, size_t uri_len,
                          uint64_t lsn, engine_row_fn on_removed, void *arg);
+/* The same, for the devices pick accepts only (it sees each device's
+ * preferences blob, len 0: none; it must decide from them alone, as a log
+ * replay decides again): a device it refuses keeps its rows of the URI.
+ * -ENOENT when no row was removed. pick NULL: every device. */
+typedef bool (*engine_dev_pick_fn)(void *ctx, const uint8_t *prefs, uint32_t prefs_len);
+int engine_demap_service_if(engine_t *e, const void *uri, size_t uri_len,
+                            uint64_t lsn, engine_dev_pick_fn pick, void *pctx,
+                            engine_row_fn on_removed, void *arg);
 
 /* Sets (len > 0) or clears (len == 0) a device's preferences blob, opaque
  * to the engine. -ENOENT if the device has no rows. */

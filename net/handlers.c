@@ -431,8 +431,9 @@ static void h_demap(struct rq *x)
             ok = device_info(x, x->r.key, x->r.key_len, &d) == 0 && owns(x, &d);
             buf_free(&d.prefs);
         } else if (op == WIRE_OP_DEMAP_SERVICE) {
-            /* Every row of the URI, in one change; the preferences of the
-             * devices among them are not consulted (docs/access-control.md). */
+            /* The rows of the URI, in one change, of the devices whose
+             * preferences let this tpsp see them (store_demap_service_prefs
+             * applies them; NOT_FOUND if none does). */
             ok = principal_has(x->p, PRINCIPAL_TPSP) &&
                  acl_uri_in_scope(x->p, x->r.uri, x->r.uri_len);
         } else {
@@ -466,8 +467,10 @@ static void h_demap(struct rq *x)
                                  actor_len(x), store_done_cb, m);
         break;
     default:
-        rc = store_demap_service(s, x->r.uri, x->r.uri_len, actor(x), actor_len(x),
-                                 store_done_cb, m);
+        rc = is_admin(x->p) ? store_demap_service(s, x->r.uri, x->r.uri_len, actor(x),
+                                                  actor_len(x), store_done_cb, m)
+                            : store_demap_service_prefs(s, x->r.uri, x->r.uri_len, actor(x),
+                                                        actor_len(x), store_done_cb, m);
         break;
     }
     if (rc < 0)

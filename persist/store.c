@@ -60,6 +60,7 @@ struct store {
     struct { const struct store_aux_ops *ops; void *ctx; } aux[256];
     store_change_fn listener;
     void *listener_arg;
+    store_prefs_filter_fn prefs_filter; /* lane; NULL: every device allows */
     int crash_k;
     unsigned crash_seed;
 
@@ -264,6 +265,21 @@ static void history(store_t *s, const struct engine_row *row, uint8_t ev,
 
 /* Applies c at lsn. cas only live (ignored on replay). Returns the engine's
  * result; *row_lsn for a map that found the same row. */
+/* WAL_DEMAP_SERVICE_PREFS: the engine asks per device; the filter decides
+ * from the device's preferences, the record's URI and its time, so the
+ * replay of the record decides the same. */
+struct prefs_pick {
+    store_prefs_filter_fn fn;
+    const void *uri;
+    size_t ulen;
+    uint64_t micros;
+};
+static bool prefs_pick(void *ctx, const uint8_t *prefs, uint32_t len)
+{
+    const struct prefs_pick *pk = ctx;
+    return pk->fn(prefs, len, pk->uri, pk->ulen, pk->micros);
+}
+
 static int apply(store_t *s, const struct wal_change *c, uint64_t lsn, uint64_t cas,
                  int replay, uint64_t *row_lsn)
 {
@@ -310,6 +326,12 @@ static int apply(store_t *s, const struct wal_change *c, uint64_t lsn, uint64_t 
     case WAL_DEMAP_SERVICE:
         r = engine_demap_service(s->e, c->uri.p, c->uri.n, lsn, on_removed, s);
         break;
+    case WAL_DEMAP_SERVICE_PREFS: {
+        struct prefs_pick pk = {s->prefs_filter, c->uri.p, c->uri.n, c->micros};
+        r = engine_demap_service_if(s->e, c->uri.p, c->uri.n, lsn,
+                                    pk.fn ? prefs_pick : NULL, &pk, on_removed, s);
+        break;
+    }
     case WAL_PREFS: {
         r = engine_set_prefs(s->e, c->dev.p, c->dev.n, c->data.p, c->data.n, lsn);
         if (r >= 0) {
@@ -484,6 +506,24 @@ int store_demap_service(store_t *s, const void *uri, size_t uri_len, const void 
     c.uri = (struct wal_bytes){uri, uri_len};
     c.actor = (struct wal_bytes){actor, actor_len};
     return change(s, &c, 0, done ? done : nodone, arg);
+}
+
+int store_demap_service_prefs(store_t *s, const void *uri, size_t uri_len, const void *actor,
+                              size_t actor_len, store_done_fn done, void *arg)
+{
+    if (uri_len > UINT16_MAX || actor_len > ENGINE_NAME_MAX)
+        return -EINVAL;
+    struct wal_change c = {.type = WAL_DEMAP_SERVICE_PREFS};
+    c.uri = (struct wal_bytes){uri, uri_len};
+    c.actor = (struct wal_bytes){actor, actor_len};
+    return change(s, &c, 0, done ? done : nodone, arg);
+}
+
+void store_set_prefs_filter(store_t *s, store_prefs_filter_fn fn)
+{
+    pthread_mutex_lock(&s->lane);
+    s->prefs_filter = fn;
+    pthread_mutex_unlock(&s->lane);
 }
 
 int store_set_prefs(store_t *s, const void *dev, size_t dev_len, const void *prefs,

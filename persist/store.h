@@ -124,6 +124,20 @@ int store_demap_binding(store_t *s, const void *uri, size_t uri_len,
 int store_demap_service(store_t *s, const void *uri, size_t uri_len,
                         const void *actor, size_t actor_len,
                         store_done_fn done, void *arg);
+/* A tpsp's DEMAP_SERVICE: only the rows of devices whose preferences the
+ * filter (store_set_prefs_filter) says allow the URI now; the decision is
+ * logged as the time it was made at, so replay makes it again, alike.
+ * -ENOENT when no device allowed it (nothing changes, nothing is logged). */
+int store_demap_service_prefs(store_t *s, const void *uri, size_t uri_len,
+                              const void *actor, size_t actor_len,
+                              store_done_fn done, void *arg);
+/* The filter store_demap_service_prefs applies: whether a device with
+ * preferences blob prefs (len 0: none) allows a tpsp request for uri at
+ * unix micros now_us. A pure function of its arguments (replay calls it
+ * again). Set it before store_recover; without one every device allows. */
+typedef bool (*store_prefs_filter_fn)(const void *prefs, size_t len, const void *uri,
+                                      size_t ulen, uint64_t now_us);
+void store_set_prefs_filter(store_t *s, store_prefs_filter_fn fn);
 int store_set_prefs(store_t *s, const void *dev, size_t dev_len,
                     const void *prefs, size_t len,
                     const void *actor, size_t actor_len,

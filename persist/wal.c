@@ -197,6 +197,7 @@ size_t wal_change_size(const struct wal_change *c)
     case WAL_DEMAP_BINDING:
         return n + f16(&c->uri) + f16(&c->uti) + f16(&c->actor);
     case WAL_DEMAP_SERVICE:
+    case WAL_DEMAP_SERVICE_PREFS:
         return n + f16(&c->uri) + f16(&c->actor);
     case WAL_EXPIRE:
         return n + f16(&c->dev) + f16(&c->uri) + f16(&c->uti);
@@ -246,6 +247,7 @@ void wal_change_encode(uint8_t *o, const struct wal_change *c)
         o = put16b(o, &c->uri); o = put16b(o, &c->uti); put16b(o, &c->actor);
         break;
     case WAL_DEMAP_SERVICE:
+    case WAL_DEMAP_SERVICE_PREFS:
         o = put16b(o, &c->uri); put16b(o, &c->actor);
         break;
     case WAL_EXPIRE:
@@ -315,6 +317,7 @@ int wal_change_decode(const uint8_t *p, size_t n, uint8_t type,
         get16b(&r, &c->uri); get16b(&r, &c->uti); get16b(&r, &c->actor);
         break;
     case WAL_DEMAP_SERVICE:
+    case WAL_DEMAP_SERVICE_PREFS:
         get16b(&r, &c->uri); get16b(&r, &c->actor);
         break;
     case WAL_EXPIRE:
@@ -341,7 +344,7 @@ const char *wal_type_name(uint8_t type)
 {
     static const char *const names[] = {
         "?", "MAP", "DEMAP", "DEMAP_DEVICE", "DEMAP_BINDING", "DEMAP_SERVICE",
-        "EXPIRE", "PREFS", "AUX",
+        "EXPIRE", "PREFS", "AUX", "DEMAP_SERVICE_PREFS",
     };
     return type <= WAL_TYPE_MAX ? names[type] : "?";
 }

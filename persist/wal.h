@@ -52,8 +52,12 @@ extern const uint8_t wal_magic_snap[8];
 enum wal_type {
     WAL_MAP = 1, WAL_DEMAP = 2, WAL_DEMAP_DEVICE = 3, WAL_DEMAP_BINDING = 4,
     WAL_DEMAP_SERVICE = 5, WAL_EXPIRE = 6, WAL_PREFS = 7, WAL_AUX = 8,
+    /* A tpsp's DEMAP_SERVICE: the rows of devices whose preferences allow
+     * the URI at the record's micros (the store's filter decides, live and
+     * on replay alike). Same fields as WAL_DEMAP_SERVICE. */
+    WAL_DEMAP_SERVICE_PREFS = 9,
 };
-#define WAL_TYPE_MAX 8
+#define WAL_TYPE_MAX 9
 
 uint32_t wal_crc32c(uint32_t crc, const void *p, size_t n);
 

@@ -26,6 +26,7 @@
 #include "config.h"
 #include "engine.h"
 #include "loop.h"
+#include "prefs.h"
 #include "principal.h"
 #include "store.h"
 #ifdef ICS_HAVE_KEYS
@@ -343,6 +344,9 @@ int main(int argc, char **argv)
     }
 #endif
     store_set_listener(icsd.store, listener, NULL);
+    /* A tpsp's DEMAP_SERVICE removes only what the devices' preferences let
+     * it see (wire-v1 section 4), live and on replay. */
+    store_set_prefs_filter(icsd.store, prefs_allows);
     if ((rc = store_recover(icsd.store, err, sizeof err)) < 0) {
         log_at(0, "recovery: %s", err[0] ? err : strerror(-rc));
         return 1;

@@ -225,6 +225,19 @@ static void test_visibility(int adm)
                             d.p, (uint32_t)d.len), WIRE_S_NOT_FOUND);
         buf_free(&d);
         CHECK_EQ(inquire(adm, "dev-A1"), 2);
+        /* DEMAP_SERVICE by tpB removes the URI's rows it may see (dev-S1,
+         * no prefs) and not dev-A1's, which its preferences hide: the
+         * count says 1, dev-A1 keeps both rows; again: NOT_FOUND. */
+        CHECK_EQ(itest_map(adm, "dev-S1", "https://b.example/1", "s1", NULL, NULL), 0);
+        CHECK_EQ(itest_call(tb, &r, WIRE_OP_DEMAP_SERVICE, 0, NULL, 0, "https://b.example/1",
+                            19, NULL, 0), 0);
+        CHECK_EQ(r.value_len, 4);
+        CHECK_EQ(wire_be32(r.value), 1);
+        CHECK_EQ(inquire(adm, "dev-S1"), -WIRE_S_NOT_FOUND);
+        CHECK_EQ(inquire(adm, "dev-A1"), 2);
+        CHECK_EQ(itest_call(tb, &r, WIRE_OP_DEMAP_SERVICE, 0, NULL, 0, "https://b.example/1",
+                            19, NULL, 0), WIRE_S_NOT_FOUND);
+        CHECK_EQ(inquire(adm, "dev-A1"), 2);
     }
     /* DEMAPPED goes to every watcher who may see the row: the owner and an
      * admin, not the tpsp the device's preferences hide it from. dev-A2

@@ -174,6 +174,45 @@ static int stop7(void *arg, const struct engine_row *r)
     return 7;
 }
 
+/* demap_service_if: refuses the devices whose prefs blob starts with 'k'. */
+static bool pick_not_k(void *ctx, const uint8_t *prefs, uint32_t len)
+{
+    ++*(int *)ctx;
+    return !(len && prefs[0] == 'k');
+}
+
+static void test_demap_service_if(void)
+{
+    engine_t *e = mk(0, 0);
+    struct col c;
+    int asked = 0;
+    CHECK_EQ(map(e, "d1", "u1", "t1", 1), 0);
+    CHECK_EQ(map(e, "d1", "u2", "t2", 2), 0);
+    CHECK_EQ(map(e, "d2", "u1", "t3", 3), 0);
+    CHECK_EQ(map(e, "d3", "u1", "t4", 4), 0);
+    CHECK_EQ(engine_set_prefs(e, "d2", 2, "keep", 4, 5), 0);
+    CHECK_EQ(engine_set_prefs(e, "d3", 2, "drop", 4, 6), 0);
+    memset(&c, 0, sizeof c);
+    CHECK_EQ(engine_demap_service_if(e, "u1", 2, 7, pick_not_k, &asked, collect, &c), 2);
+    CHECK_EQ(c.n, 2);
+    CHECK_EQ(asked, 3); /* once per device holding u1 */
+    CHECK(strcmp(rows_of(e, "d1", &c), "u2|t2|2;") == 0);
+    CHECK(strcmp(rows_of(e, "d2", &c), "u1|t3|3;") == 0); /* refused: kept */
+    CHECK_EQ(engine_inquire_device(e, "d3", 2, NULL, NULL, NULL), -ENOENT);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    CHECK_EQ(st.last_lsn, 7);
+    /* Only refusing devices left: -ENOENT, and no change is published. */
+    CHECK_EQ(engine_demap_service_if(e, "u1", 2, 8, pick_not_k, &asked, NULL, NULL), -ENOENT);
+    engine_stats(e, &st);
+    CHECK_EQ(st.last_lsn, 7);
+    CHECK_EQ(st.rows, 2);
+    /* pick NULL: every device, as engine_demap_service. */
+    CHECK_EQ(engine_demap_service_if(e, "u1", 2, 9, NULL, NULL, NULL, NULL), 1);
+    CHECK_EQ(engine_demap_service_if(e, "u1", 2, 10, NULL, NULL, NULL, NULL), -ENOENT);
+    engine_destroy(e);
+}
+
 static void test_demaps(void)
 {
     engine_t *e = mk(0, 0);
@@ -668,6 +707,7 @@ int main(void)
     test_validation();
     test_map_inquire();
     test_demaps();
+    test_demap_service_if();
     test_cas();
     test_owner_prefs();
     test_expiry();

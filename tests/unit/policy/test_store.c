@@ -17,6 +17,7 @@
 #include "buf.h"
 #include "history.h"
 #include "keys.h"
+#include "prefs.h"
 #include "principal.h"
 #include "store.h"
 #include "test.h"
@@ -48,6 +49,7 @@ static void up(struct node *n, const char *dir)
     CHECK_EQ(keys_create(&n->k, NULL), 0);
     CHECK_EQ(principal_register_aux(n->reg, n->s), 0);
     CHECK_EQ(keys_register_aux(n->k, n->s), 0);
+    store_set_prefs_filter(n->s, prefs_allows); /* as icsd does */
     rc = store_recover(n->s, err, sizeof(err));
     if (rc < 0)
         fprintf(stderr, "store_recover: %d %s\n", rc, err);
@@ -91,6 +93,23 @@ static int verify(struct node *n, const char *name, const char *secret)
     int rc = principal_verify_secret(p, secret, strlen(secret));
     principal_put(p);
     return rc;
+}
+
+static int rows_of(struct node *n, const char *dev)
+{
+    engine_thread_online(n->e);
+    int rc = engine_inquire_device(n->e, dev, strlen(dev), NULL, NULL, NULL);
+    engine_thread_offline(n->e);
+    return rc;
+}
+
+static void map_row(struct node *n, const char *dev, const char *uri, const char *uti)
+{
+    struct engine_map_req rq = {.dev = dev, .dev_len = strlen(dev), .uri = uri,
+                                .uri_len = strlen(uri), .uti = uti, .uti_len = strlen(uti)};
+    struct store_waiter w = STORE_WAITER_INIT;
+    CHECK_EQ(store_map(n->s, &rq, "admin", 5, store_waiter_done, &w), 0);
+    CHECK_EQ(store_waiter_wait(&w), 0);
 }
 
 static int found_secret;
@@ -170,6 +189,32 @@ int main(void)
     CHECK_EQ(h.p[4 + 8], 3);
     buf_reset(&h);
     engine_thread_offline(n.e);
+    /* A tpsp's DEMAP_SERVICE (store_demap_service_prefs) passes over the
+     * devices whose preferences refuse the URI, and the log replays that
+     * decision (second life, below). */
+    {
+        static const uint8_t deny_svc[] = {
+            0, 0, 0, 0, 0, 0, /* retention, no allow list */
+            0, 1, 0, 12, 'h', 't', 't', 'p', 's', ':', '/', '/', 's', 'v', 'c', '/',
+            0, 0, /* no windows */
+        };
+        map_row(&n, "pdev", "https://svc/x", "p1");
+        map_row(&n, "qdev", "https://svc/x", "q1");
+        map_row(&n, "qdev", "https://other/", "q2");
+        struct store_waiter wp = STORE_WAITER_INIT;
+        CHECK_EQ(store_set_prefs(n.s, "pdev", 4, deny_svc, sizeof deny_svc, "acme", 4,
+                                 store_waiter_done, &wp), 0);
+        CHECK_EQ(store_waiter_wait(&wp), 0);
+        struct store_waiter wd = STORE_WAITER_INIT;
+        CHECK_EQ(store_demap_service_prefs(n.s, "https://svc/x", 13, "shop", 4,
+                                           store_waiter_done, &wd), 1);
+        CHECK_EQ(store_waiter_wait(&wd), 0);
+        CHECK_EQ(rows_of(&n, "pdev"), 1); /* refused: kept */
+        CHECK_EQ(rows_of(&n, "qdev"), 1); /* its other URI only */
+        /* Only refusing devices left: NOT_FOUND, nothing logged. */
+        CHECK_EQ(store_demap_service_prefs(n.s, "https://svc/x", 13, "shop", 4, NULL, NULL),
+                 -ENOENT);
+    }
     CHECK_EQ(keys_maybe_rotate(n.k, n.s, 1000), 1);
     CHECK_EQ(keys_issue(n.k, 5, 1000, &b1), 0);
     CHECK_EQ(keys_validate(n.k, b1.p, b1.len), 0);
@@ -198,6 +243,8 @@ int main(void)
     principal_put(r);
     CHECK_EQ(keys_current_id(n.k), 1);
     CHECK_EQ(keys_validate(n.k, b1.p, b1.len), 0); /* restart kept the key */
+    CHECK_EQ(rows_of(&n, "pdev"), 1); /* the filtered demap replayed alike */
+    CHECK_EQ(rows_of(&n, "qdev"), 1);
     /* History: the logged map came back, the inquiry did not (memory only). */
     engine_thread_online(n.e);
     CHECK_EQ(history_encode(n.e, "dev1", 4, adm, 0, NOW_US, &h), 0);
