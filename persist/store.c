@@ -497,26 +497,27 @@ int store_demap_binding(store_t *s, const void *uri, size_t uri_len, const void 
     return change(s, &c, 0, done ? done : nodone, arg);
 }
 
-int store_demap_service(store_t *s, const void *uri, size_t uri_len, const void *actor,
-                        size_t actor_len, store_done_fn done, void *arg)
+static int demap_service(store_t *s, uint8_t type, const void *uri, size_t uri_len,
+                         const void *actor, size_t actor_len, store_done_fn done, void *arg)
 {
     if (uri_len > UINT16_MAX || actor_len > ENGINE_NAME_MAX)
         return -EINVAL;
-    struct wal_change c = {.type = WAL_DEMAP_SERVICE};
+    struct wal_change c = {.type = type};
     c.uri = (struct wal_bytes){uri, uri_len};
     c.actor = (struct wal_bytes){actor, actor_len};
     return change(s, &c, 0, done ? done : nodone, arg);
 }
 
+int store_demap_service(store_t *s, const void *uri, size_t uri_len, const void *actor,
+                        size_t actor_len, store_done_fn done, void *arg)
+{
+    return demap_service(s, WAL_DEMAP_SERVICE, uri, uri_len, actor, actor_len, done, arg);
+}
+
 int store_demap_service_prefs(store_t *s, const void *uri, size_t uri_len, const void *actor,
                               size_t actor_len, store_done_fn done, void *arg)
 {
-    if (uri_len > UINT16_MAX || actor_len > ENGINE_NAME_MAX)
-        return -EINVAL;
-    struct wal_change c = {.type = WAL_DEMAP_SERVICE_PREFS};
-    c.uri = (struct wal_bytes){uri, uri_len};
-    c.actor = (struct wal_bytes){actor, actor_len};
-    return change(s, &c, 0, done ? done : nodone, arg);
+    return demap_service(s, WAL_DEMAP_SERVICE_PREFS, uri, uri_len, actor, actor_len, done, arg);
 }
 
 void store_set_prefs_filter(store_t *s, store_prefs_filter_fn fn)
