@@ -4,7 +4,6 @@
 #include "history.h"
 
 #include <errno.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "acl.h"
@@ -13,8 +12,7 @@
 struct owner_ctx {
     const struct principal *p;
     bool owner;
-    void *prefs; /* a copy: the engine's bytes live only inside the call */
-    size_t prefs_len;
+    struct buf prefs; /* a copy: the engine's bytes live only inside the call */
     int err;
 };
 
@@ -22,13 +20,8 @@ static int owner_cb(void *arg, const struct engine_row *row)
 {
     struct owner_ctx *c = arg;
     c->owner = acl_owns_device(c->p, row->owner, row->owner_len);
-    if (!c->owner && row->prefs_len) {
-        c->prefs = malloc(row->prefs_len);
-        if (!c->prefs)
-            c->err = -ENOMEM;
-        else
-            memcpy(c->prefs, row->prefs, row->prefs_len), c->prefs_len = row->prefs_len;
-    }
+    if (!c->owner && row->prefs_len)
+        c->err = buf_append(&c->prefs, row->prefs, row->prefs_len) < 0 ? -ENOMEM : 0;
     return 1; /* owner and prefs are the device's, the same on every row */
 }
 
@@ -82,7 +75,7 @@ static int encode(engine_t *e, const void *dev, size_t dev_len, const struct pri
     size_t start = out->len;
     if (buf_put_u32(out, 0) < 0)
         return -ENOMEM;
-    struct enc_ctx c = {p, all, max, 0, out, 0, oc->prefs, oc->prefs_len, now_us};
+    struct enc_ctx c = {p, all, max, 0, out, 0, oc->prefs.p, oc->prefs.len, now_us};
     rc = engine_history_get(e, dev, dev_len, (size_t)-1, enc_cb, &c);
     if (c.err || (rc < 0 && rc != -ENOENT)) {
         buf_truncate(out, start);
@@ -103,9 +96,9 @@ int history_encode(engine_t *e, const void *dev, size_t dev_len, const struct pr
 {
     if (!p)
         return -ENOENT;
-    struct owner_ctx oc = {p, false, NULL, 0, 0};
+    struct owner_ctx oc = {p, false, BUF_INIT, 0};
     int rc = encode(e, dev, dev_len, p, max, now_us, out, &oc);
-    free(oc.prefs);
+    buf_free(&oc.prefs);
     return rc;
 }
 

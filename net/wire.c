@@ -256,11 +256,11 @@ int wire_decode(const struct wire_frame *f, struct wire_req *r, const char **why
         r->key = f->key, r->key_len = f->keylen;
         return 0;
     case WIRE_OP_SASL_AUTH: case WIRE_OP_SASL_STEP:
-        if (need_ext(f, 0, 0, why))
-            return -EPERM; /* AUTH_ERROR: see below */
         /* wire-v1 answers SASL_AUTH with OK or AUTH_ERROR (-EPERM): a
          * malformed exchange is a failed authentication, not a bad
          * argument; why still says what was wrong. */
+        if (need_ext(f, 0, 0, why))
+            return -EPERM;
         if (f->keylen == 0 || f->keylen > 32)
             FAIL(-EPERM, "SASL mechanism name missing or too long");
         r->key = f->key, r->key_len = f->keylen;

@@ -263,8 +263,6 @@ static void history(store_t *s, const struct engine_row *row, uint8_t ev,
              (unsigned long long)lsn, (unsigned long long)n);
 }
 
-/* Applies c at lsn. cas only live (ignored on replay). Returns the engine's
- * result; *row_lsn for a map that found the same row. */
 /* WAL_DEMAP_SERVICE_PREFS: the engine asks per device; the filter decides
  * from the device's preferences, the record's URI and its time, so the
  * replay of the record decides the same. */
@@ -280,6 +278,8 @@ static bool prefs_pick(void *ctx, const uint8_t *prefs, uint32_t len)
     return pk->fn(prefs, len, pk->uri, pk->ulen, pk->micros);
 }
 
+/* Applies c at lsn. cas only live (ignored on replay). Returns the engine's
+ * result; *row_lsn for a map that found the same row. */
 static int apply(store_t *s, const struct wal_change *c, uint64_t lsn, uint64_t cas,
                  int replay, uint64_t *row_lsn)
 {

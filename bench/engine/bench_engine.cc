@@ -27,9 +27,9 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include <sys/mman.h>
-#include <vector>
 
 #ifdef ICS_HAVE_ABSL
 #include <absl/container/flat_hash_map.h>
