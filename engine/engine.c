@@ -654,16 +654,15 @@ static inline void slot_prefetch(uint64_t w)
 {
     const char *p = (const char *)((uintptr_t)ptr_of(w) & ~(uintptr_t)63);
     unsigned span = (unsigned)(w >> SPAN_SHIFT) & SPAN_MAX;
-    const char *last = p + 64 * span;
-    /* The first, second, third and last lines, the middle two clamped to
-     * the last (a repeat merges with the miss already in flight): no branch
-     * on the span, which varies from record to record and would
-     * mispredict, and half the instructions of clamping each line. */
-    __builtin_prefetch(p);
-    __builtin_prefetch(last);
-    __builtin_prefetch(p + 64 < last ? p + 64 : last);
-    __builtin_prefetch(p + 128 < last ? p + 128 : last);
-    for (unsigned i = 3; i < span; i++) /* records of more than 4 lines */
+    /* Four lines always, clamped to the last (a repeat merges with the
+     * miss already in flight): a loop to the span would branch on it, and
+     * spans vary from record to record, so the branch mispredicts. In
+     * ascending order: the same lines issued first, last, then the middle
+     * two (half the instructions) cut the batch from 1.7x absl's one-by-one
+     * lookups to 1.2x on this machine (bef81b1, measured and reverted). */
+    for (unsigned i = 0; i < 4; i++)
+        __builtin_prefetch(p + 64 * (i < span ? i : span));
+    for (unsigned i = 4; i <= span; i++)
         __builtin_prefetch(p + 64 * i);
 }
 
