@@ -1065,6 +1065,10 @@ int engine_inquire_device_ex(engine_t *e, const void *dev, size_t dev_len,
     return inquire_device(e, dev, dev_len, fn, arg, lsn, flags);
 }
 
+/* flatten: the plain lookup is the hot one, and inlining XXH3's dispatch
+ * (the compiler leaves it a call) saves 20 of its 335 instructions and a
+ * miss 20 of 173 (callgrind). */
+__attribute__((flatten))
 int engine_inquire_device(engine_t *e, const void *dev, size_t dev_len,
                           engine_row_fn fn, void *arg, uint64_t *lsn)
 {
