@@ -323,8 +323,16 @@ void set_counters(benchmark::State &st, size_t per_iter)
         st.counters["bytes_per_row"] = bytes_per_row[cur];
         st.counters["payload_per_row"] = D->payload_per_row;
         st.counters["rows"] = (double)D->nrows;
-        if (cur == ENG)
+        if (cur == ENG) {
             st.counters["engine_counted_per_row"] = counted_per_row;
+            // The device index's size when the benchmark ended: the map
+            // and demap benchmarks' 200k extra devices grow it, and at 1M
+            // rows its size decides whether it stays in this VM's L3
+            // (bench/README.md).
+            struct engine_stats es;
+            engine_stats(E, &es);
+            st.counters["device_slots"] = (double)es.device_slots;
+        }
     }
 }
 
