@@ -22,11 +22,12 @@
  *    device's ring lock while it copies the ring). A thread must call
  *    engine_thread_online() once before its first read and
  *    engine_thread_offline() before it exits (a thread that forgets is
- *    registered on its first call and unregistered when it exits; writer
- *    threads need the same registration, for liburcu's call_rcu). Row
- *    callbacks run inside the read-side critical section: they must not
- *    block nor call a writer, and the pointers they get are valid only
- *    during the callback. engine_collect_expired is a reader too.
+ *    registered on its first call and unregistered when it exits). A
+ *    thread that reads in a loop can enter loop mode (below): cheaper
+ *    reads, for a quiescent point per iteration. Row callbacks run inside
+ *    the read-side critical section: they must not block nor call a
+ *    writer, and the pointers they get are valid only during the callback.
+ *    engine_collect_expired is a reader too.
  *  - Writers (engine_map, engine_demap*, engine_set_prefs, and for loading
  *    a snapshot engine_device_restore, engine_reserve, engine_map_run,
  *    engine_map_prefetch) must be serialized by the caller: one writer
@@ -99,6 +100,22 @@ void engine_destroy(engine_t *e); /* no reader may be inside any more */
 
 void engine_thread_online(engine_t *e);  /* before a thread's first read */
 void engine_thread_offline(engine_t *e); /* before it exits */
+
+/* Loop mode, for a thread that reads in a loop (an event loop, a benchmark):
+ * between engine_thread_loop_begin() and engine_thread_loop_end() the thread
+ * holds one read-side section open across calls, so reads do no RCU work at
+ * all (QSBR's bargain). In exchange it must call engine_thread_quiescent()
+ * often (each loop iteration: until it does, no replaced record anywhere is
+ * freed), at a point where it holds no pointer from a row callback, and
+ * engine_thread_loop_end() before it blocks or sleeps: a writer waiting for
+ * a grace period, while it holds a lock this thread blocks on, would wait
+ * for it forever. None of the three may be called from a row callback.
+ * Writers may run in loop mode (a grace period they wait for closes their
+ * own section for the wait); engine_destroy ends its caller's loop mode.
+ * Outside loop mode each call is a read section of its own. */
+void engine_thread_loop_begin(engine_t *e);
+void engine_thread_quiescent(engine_t *e);
+bool engine_thread_loop_end(engine_t *e); /* true: was in loop mode */
 
 /* --- readers ----------------------------------------------------------- */
 

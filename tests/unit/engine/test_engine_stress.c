@@ -191,7 +191,14 @@ static void *reader_main(void *arg)
     uint64_t s = 0x9e3779b97f4a7c15ULL * (uint64_t)(R->id + 1);
     char dn[8][16], un[32], tn[24];
     engine_thread_online(E);
+    /* Odd readers run in loop mode (engine.h), as the server's loops do: one
+     * read section across calls, a quiescent point every 16 reads. */
+    bool loop = R->id & 1;
+    if (loop)
+        engine_thread_loop_begin(E);
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        if (loop && (R->reads & 15) == 15)
+            engine_thread_quiescent(E);
         int d = (int)(rnd(&s) % NDEV);
         unsigned op = (unsigned)(rnd(&s) % 16);
         if (op < 10) { /* by device */
@@ -273,6 +280,8 @@ static void *reader_main(void *arg)
         }
         R->reads++;
     }
+    if (loop)
+        CHECK(engine_thread_loop_end(E));
     engine_thread_offline(E);
     return NULL;
 }
@@ -345,6 +354,7 @@ int main(void)
     struct engine_config cfg = {.history_len = 8};
     CHECK_EQ(engine_create(&E, &cfg), 0);
     engine_thread_online(E);
+    engine_thread_loop_begin(E); /* the writer too: its own grace periods */
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int nr = ncpu < 2 ? 2 : (int)ncpu;
@@ -438,6 +448,7 @@ int main(void)
             /* release: the change is fully published before it is counted */
             atomic_store_explicit(&done, c, memory_order_release);
         }
+        engine_thread_quiescent(E);
     }
     atomic_store(&stop, 1);
     for (int i = 0; i < nr; i++)
