@@ -960,11 +960,17 @@ static void *worker_main(void *arg)
     for (;;) {
         if (w->stopping && w->nlive == 0 && !w->accept_armed && !w->taccept_armed)
             break;
+        /* The engine's loop mode (engine.h): each iteration's handlers
+         * read with no RCU work of their own inside one read section,
+         * closed here, before the ring may block (and while it polls),
+         * which is also this thread's quiescent point. */
+        engine_thread_loop_end(l->d.engine);
         int src = poll_wait(w) ? 0 : io_uring_submit_and_wait(&w->ring, 1);
         if (src < 0 && src != -EINTR && src != -EAGAIN && src != -EBUSY && src != -ETIME) {
             loop_log(l, LOOP_LOG_ERROR, "worker %u: io_uring_enter: %s", w->id, strerror(-src));
             usleep(1000);
         }
+        engine_thread_loop_begin(l->d.engine);
         struct io_uring_cqe *cqe;
         unsigned head, n = 0;
         io_uring_for_each_cqe(&w->ring, head, cqe) {
@@ -1004,6 +1010,7 @@ static void *worker_main(void *arg)
             stop_step(w);
         flush_dirty(w);
     }
+    engine_thread_loop_end(l->d.engine);
     drain_inbox(w);
     engine_thread_offline(l->d.engine);
     return NULL;

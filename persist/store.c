@@ -119,6 +119,23 @@ static uint64_t mono_us(void)
 
 static uint64_t now_us(store_t *s) { return s->cfg.clock_us(s->cfg.clock_ctx); }
 
+/* The writer lane. A caller in the engine's loop mode (the server's event
+ * loops: engine.h) holds a read section open, and the lane's holder may
+ * wait for a grace period (the engine's retire path when memory runs out):
+ * so a caller about to block here closes its section first, and reopens
+ * it once it holds the lane. Callers hold no engine pointer across a store
+ * call (they pass request bytes), so closing it is safe. Uncontended, this
+ * is one trylock. */
+static void lane_lock(store_t *s)
+{
+    if (pthread_mutex_trylock(&s->lane) == 0)
+        return;
+    bool loop = engine_thread_loop_end(s->e);
+    pthread_mutex_lock(&s->lane);
+    if (loop)
+        engine_thread_loop_begin(s->e);
+}
+
 static void default_log(void *ctx, enum store_log_level lvl, const char *msg)
 {
     static const char *const names[] = {"error", "warn", "info", "debug"};
@@ -396,7 +413,7 @@ static int change(store_t *s, struct wal_change *c, uint64_t cas, store_done_fn 
     if (__atomic_load_n(&s->read_only, __ATOMIC_ACQUIRE))
         return -EROFS;
     c->micros = now_us(s);
-    pthread_mutex_lock(&s->lane);
+    lane_lock(s);
     if (__atomic_load_n(&s->read_only, __ATOMIC_ACQUIRE) || s->stopping) {
         pthread_mutex_unlock(&s->lane);
         return -EROFS;
@@ -522,7 +539,7 @@ int store_demap_service_prefs(store_t *s, const void *uri, size_t uri_len, const
 
 void store_set_prefs_filter(store_t *s, store_prefs_filter_fn fn)
 {
-    pthread_mutex_lock(&s->lane);
+    lane_lock(s);
     s->prefs_filter = fn;
     pthread_mutex_unlock(&s->lane);
 }
@@ -618,7 +635,7 @@ static void *commit_main(void *arg)
     struct wvec acks = {0};
     int relaxed = s->cfg.durability == STORE_RELAXED;
     size_t prev = 0;   /* changes the previous batch acknowledged */
-    pthread_mutex_lock(&s->lane);
+    lane_lock(s);
     for (;;) {
         while (!s->batch.n && !s->waiters.n && !s->stopping)
             pthread_cond_wait(&s->work_cv, &s->lane);
@@ -678,7 +695,7 @@ static void *commit_main(void *arg)
         if (out.n && status == 0)
             maybe_request_snapshot(s);
         out.n = 0;
-        pthread_mutex_lock(&s->lane);
+        lane_lock(s);
     }
     pthread_mutex_unlock(&s->lane);
     free(out.p);
@@ -777,7 +794,7 @@ static void remove_old_snapshots(store_t *s, uint64_t keep)
 static int take_snapshot(store_t *s, uint64_t *covers)
 {
     char tmp[4096], final[4096];
-    pthread_mutex_lock(&s->lane);
+    lane_lock(s);
     uint64_t start = s->last_lsn;
     pthread_mutex_unlock(&s->lane);
     snap_path(s, start, "tmp", tmp, sizeof(tmp));
@@ -797,7 +814,7 @@ static int take_snapshot(store_t *s, uint64_t *covers)
         crash_point("mid-snapshot");
     } while (cursor != 0);
     /* Aux dumps under the lane: small, and consistent with their applies. */
-    pthread_mutex_lock(&s->lane);
+    lane_lock(s);
     for (int k = 0; k < 256 && r >= 0; k++) {
         if (!s->aux[k].ops)
             continue;
@@ -1091,7 +1108,7 @@ int store_register_aux(store_t *s, uint8_t kind, const struct store_aux_ops *ops
 
 void store_set_listener(store_t *s, store_change_fn fn, void *arg)
 {
-    pthread_mutex_lock(&s->lane);
+    lane_lock(s);
     s->listener = fn;
     s->listener_arg = arg;
     pthread_mutex_unlock(&s->lane);
@@ -1261,7 +1278,7 @@ void store_close(store_t *s)
         /* The snapshot thread may wait for durability: keep committing. */
         pthread_join(s->snap_th, NULL);
         pthread_join(s->sweep_th, NULL);
-        pthread_mutex_lock(&s->lane);
+        lane_lock(s);
         s->stopping = 1;
         pthread_cond_signal(&s->work_cv);
         pthread_mutex_unlock(&s->lane);
