@@ -11,8 +11,9 @@
 // memory latency moves by 30% from one minute to the next, and a ratio of
 // two runs minutes apart measured the neighbours). Each reports
 // bytes_per_row = jemalloc resident bytes added by building it / rows, and
-// payload_per_row = (device ID + URI + UTI) / rows. At 10M rows all four
-// hold ~10 GiB. bench/README.md has the command and the figures.
+// payload_per_row = (device ID + URI + UTI) / rows. The engine's write
+// benchmarks use an engine of their own (ENGW, below). At 10M rows all five
+// hold ~11 GiB. bench/README.md has the command and the figures.
 #include "engine.h"
 
 #include <benchmark/benchmark.h>
