@@ -157,6 +157,19 @@ inline size_t pick(uint64_t &x, size_t n)
     return (size_t)(((unsigned __int128)x * n) >> 64);
 }
 
+// Pool row i (a device no loaded row has) under URI u, for the writes.
+engine_map_req pool_req(size_t i, const std::string &u)
+{
+    struct engine_map_req rq = {};
+    rq.dev = D->pool_dev[i].data();
+    rq.dev_len = 36;
+    rq.uri = u.data();
+    rq.uri_len = u.size();
+    rq.uti = D->pool_uti[i].data();
+    rq.uti_len = 36;
+    return rq;
+}
+
 // --- the structures ---------------------------------------------------
 // ENG serves the engine's lookups, ENGW its writes: a second engine with
 // the same rows, so that the map and demap benchmarks' 200k extra devices
@@ -227,13 +240,7 @@ void build(Kind k)
             // round on: 200k devices mapped and demapped once.
             const std::string &u = D->uris[5];
             for (size_t i = 0; i < D->pool_dev.size(); i++) {
-                struct engine_map_req rq = {};
-                rq.dev = D->pool_dev[i].data();
-                rq.dev_len = 36;
-                rq.uri = u.data();
-                rq.uri_len = u.size();
-                rq.uti = D->pool_uti[i].data();
-                rq.uti_len = 36;
+                struct engine_map_req rq = pool_req(i, u);
                 if (engine_map(e, &rq, ++lsn, nullptr) != 0)
                     abort();
             }
@@ -467,13 +474,7 @@ void BM_engine_map(benchmark::State &st)
             i = 0;
             st.ResumeTiming();
         }
-        struct engine_map_req rq = {};
-        rq.dev = D->pool_dev[i].data();
-        rq.dev_len = 36;
-        rq.uri = u.data();
-        rq.uri_len = u.size();
-        rq.uti = D->pool_uti[i].data();
-        rq.uti_len = 36;
+        struct engine_map_req rq = pool_req(i, u);
         int rc = engine_map(EW, &rq, ++lsn, nullptr);
         benchmark::DoNotOptimize(rc);
         i++;
@@ -491,13 +492,7 @@ void BM_engine_demap(benchmark::State &st)
     const std::string &u = D->uris[9];
     auto fill = [&] {
         for (size_t k = 0; k < n; k++) {
-            struct engine_map_req rq = {};
-            rq.dev = D->pool_dev[k].data();
-            rq.dev_len = 36;
-            rq.uri = u.data();
-            rq.uri_len = u.size();
-            rq.uti = D->pool_uti[k].data();
-            rq.uti_len = 36;
+            struct engine_map_req rq = pool_req(k, u);
             engine_map(EW, &rq, ++lsn, nullptr);
         }
     };
@@ -536,13 +531,7 @@ void BM_engine_device_under_writes(benchmark::State &st)
         uint64_t w = 0;
         while (!stop.load(std::memory_order_relaxed)) {
             if (filling) {
-                struct engine_map_req rq = {};
-                rq.dev = D->pool_dev[i].data();
-                rq.dev_len = 36;
-                rq.uri = u.data();
-                rq.uri_len = u.size();
-                rq.uti = D->pool_uti[i].data();
-                rq.uti_len = 36;
+                struct engine_map_req rq = pool_req(i, u);
                 engine_map(EW, &rq, ++lsn, nullptr);
             } else {
                 engine_demap_device(EW, D->pool_dev[i].data(), 36, ++lsn, nullptr, nullptr);
