@@ -393,29 +393,27 @@ void engine_thread_loop_begin(engine_t *e)
     }
 }
 
-void engine_thread_quiescent(engine_t *e)
-{
-    if (tls_loop) {
-        /* TSan: this thread's reads so far precede the next reclamation
-         * (as in rd_unlock). */
-        tsan_release(&e->tsan_grace);
-        /* Closing the section lets a waiting grace period end (and wakes
-         * its writer if it sleeps); the new one starts in the current
-         * period. Two counter stores, no fence: sys_membarrier orders
-         * them for the writer, as for every memb read section. */
-        urcu_memb_read_unlock();
-        urcu_memb_read_lock();
-    }
-}
-
 bool engine_thread_loop_end(engine_t *e)
 {
     if (!tls_loop)
         return false;
+    /* TSan: this thread's reads so far precede the next reclamation (as
+     * in rd_unlock). */
     tsan_release(&e->tsan_grace);
     tls_loop = false;
     urcu_memb_read_unlock();
     return true;
+}
+
+/* Closing the section lets a waiting grace period end (and wakes its
+ * writer if it sleeps); the new one starts in the current period. Counter
+ * stores, no fence: sys_membarrier orders them for the writer, as for
+ * every memb read section. Reopening through loop_begin also catches a
+ * call from a row callback (the call's own section would still be open). */
+void engine_thread_quiescent(engine_t *e)
+{
+    if (engine_thread_loop_end(e))
+        engine_thread_loop_begin(e);
 }
 
 static inline void rd_lock(void)
@@ -440,11 +438,10 @@ static inline void rd_unlock(engine_t *e)
  * too: in loop mode it closes its section for the wait. */
 static void wait_grace(engine_t *e)
 {
-    if (tls_loop)
-        urcu_memb_read_unlock();
+    bool loop = engine_thread_loop_end(e);
     urcu_memb_synchronize_rcu();
-    if (tls_loop)
-        urcu_memb_read_lock();
+    if (loop)
+        engine_thread_loop_begin(e);
     tsan_acquire(&e->tsan_grace);
 }
 
