@@ -357,12 +357,12 @@ void set_counters(benchmark::State &st, size_t per_iter)
         st.counters["bytes_per_row"] = bytes_per_row[cur];
         st.counters["payload_per_row"] = D->payload_per_row;
         st.counters["rows"] = (double)D->nrows;
-        if (cur == ENG || cur == ENGW) {
+        if (cur == ENG)
             st.counters["engine_counted_per_row"] = counted_per_row;
-            // The device index's size when the benchmark ended: the map
-            // and demap benchmarks' 200k extra devices grow it, and at 1M
-            // rows its size decides whether it stays in this VM's L3
-            // (bench/README.md).
+        if (cur == ENG || cur == ENGW) {
+            // The device index's size: the write benchmarks' 200k extra
+            // devices doubled ENGW's, and at 1M rows the size decides
+            // whether it stays in this VM's L3 (bench/README.md).
             struct engine_stats es;
             engine_stats(cur == ENG ? E : EW, &es);
             st.counters["device_slots"] = (double)es.device_slots;
@@ -406,19 +406,24 @@ struct Reader {
     }
 };
 
-void BM_engine_device(benchmark::State &st)
+// Single lookups by device on e, from key stream x: every engine reader
+// benchmark but the batch.
+void device_lookups(benchmark::State &st, engine_t *e, bool hit, uint64_t x)
 {
-    const bool hit = st.range(0);
-    Reader rd(E);
-    uint64_t x = 0x1234567 + (uint64_t)st.thread_index() * 7919;
+    Reader rd(e);
     int64_t seen = 0;
     for (auto _ : st) {
         const Id &k = hit ? D->dev[pick(x, D->dev.size())]
                           : D->miss_dev[pick(x, D->miss_dev.size())];
-        int rc = engine_inquire_device(E, k.data(), 36, count_row, &seen, nullptr);
+        int rc = engine_inquire_device(e, k.data(), 36, count_row, &seen, nullptr);
         benchmark::DoNotOptimize(rc);
         rd.tick();
     }
+}
+
+void BM_engine_device(benchmark::State &st)
+{
+    device_lookups(st, E, st.range(0), 0x1234567 + (uint64_t)st.thread_index() * 7919);
     set_counters(st, 1);
 }
 
@@ -547,17 +552,7 @@ void BM_engine_device_under_writes(benchmark::State &st)
         writes.store(w);
         engine_thread_offline(EW);
     });
-    uint64_t x = 0x9999;
-    int64_t seen = 0;
-    {
-        Reader rd(EW);
-        for (auto _ : st) {
-            const Id &k = D->dev[pick(x, D->dev.size())];
-            benchmark::DoNotOptimize(
-                engine_inquire_device(EW, k.data(), 36, count_row, &seen, nullptr));
-            rd.tick();
-        }
-    }
+    device_lookups(st, EW, true, 0x9999);
     stop.store(true);
     writer.join();
     st.counters["writes"] =
@@ -571,15 +566,7 @@ void BM_engine_device_under_writes(benchmark::State &st)
 // "after map/demap"), not a target: the references are not churned.
 void BM_engine_device_after_churn(benchmark::State &st)
 {
-    Reader rd(EW);
-    uint64_t x = 0x1234567;
-    int64_t seen = 0;
-    for (auto _ : st) {
-        const Id &k = D->dev[pick(x, D->dev.size())];
-        int rc = engine_inquire_device(EW, k.data(), 36, count_row, &seen, nullptr);
-        benchmark::DoNotOptimize(rc);
-        rd.tick();
-    }
+    device_lookups(st, EW, true, 0x1234567);
     set_counters(st, 1);
 }
 
