@@ -735,6 +735,27 @@ static inline void slot_prefetch(uint64_t w)
         __builtin_prefetch(p + 64 * i);
 }
 
+/* The single lookup's cheaper form: the line the caller reads next is
+ * already a demand miss, so only the lines after it, three always (a line
+ * past the record's end costs bandwidth, not a miss the caller waits on),
+ * and two more only for a record that long. A stream of single lookups
+ * runs as fast as the core can keep several in flight, and its window
+ * holds instructions, not misses: every instruction a lookup saves lets
+ * the next one's misses start sooner (bench/README.md, "instructions are
+ * the limit": 90 extra per lookup cost absl 70% more time). The clamped
+ * form above costs 14 instructions more per lookup (callgrind). */
+static inline void slot_prefetch_tail(uint64_t w)
+{
+    const char *p = (const char *)((uintptr_t)ptr_of(w) & ~(uintptr_t)63);
+    __builtin_prefetch(p + 64);
+    __builtin_prefetch(p + 128);
+    __builtin_prefetch(p + 192);
+    if (__builtin_expect((w >> SPAN_SHIFT & SPAN_MAX) > 3, 0)) {
+        __builtin_prefetch(p + 256);
+        __builtin_prefetch(p + 320);
+    }
+}
+
 static inline uint64_t ld_slot(const uint64_t *s)
 {
     /* acquire (consume would do: the record is reached through the loaded
@@ -985,7 +1006,7 @@ static ENGINE_HOT struct rec *dev_find(const struct tab *t, uint64_t h,
             return NULL;
         if (tag_is(w, h)) {
             struct rec *r = ptr_of(w);
-            slot_prefetch(w); /* the rows behind the ID: see the slot */
+            slot_prefetch_tail(w); /* the rows behind the ID */
             if (r->dev_len == n && id_eq(r->dev, d, n)) {
                 if (slot_i)
                     *slot_i = i;
@@ -1067,22 +1088,54 @@ static inline struct pfv rec_prefs(const struct rec *r)
     return v;
 }
 
+/* The hot loop of every case-1 answer, written for few instructions (see
+ * slot_prefetch_tail): the row count lives in a register (fn may write
+ * anywhere, so r->nrows would be reloaded), and each row's fields are
+ * loaded before any store to the view, which the compiler must otherwise
+ * assume could alias them and load again. Same view as row_view. */
 static ENGINE_HOT int visit_rows(const struct rec *r, engine_row_fn fn,
                                  void *arg)
 {
-    if (!fn || !r->nrows)
-        return (int)r->nrows;
-    const struct row *w = rec_rows(r);
+    const uint32_t n = r->nrows;
+    if (!fn || !n)
+        return (int)n;
+    const struct name *o = r->owner;
+    const uint8_t dl = r->dev_len;
+    const uint8_t *q = r->dev + dl; /* the prefs, if any, then the rows */
     struct engine_row v;
-    row_view(&v, r, rec_prefs(r), w);
+    v.device = r->dev;
+    v.device_len = dl;
+    v.owner = o ? o->b : NULL;
+    v.owner_len = o ? o->len : 0;
+    v.prefs = NULL;
+    v.prefs_len = 0;
+    if (r->ext & REC_PREFS) {
+        uint32_t l;
+        memcpy(&l, q, sizeof l);
+        if (l) {
+            v.prefs = q + sizeof l;
+            v.prefs_len = l;
+        }
+        q += PF_SZ(l);
+    }
+    const struct row *w = (const struct row *)q;
     for (uint32_t i = 0;;) {
+        const struct name *u = w->uri;
+        const uint8_t tl = w->uti_len;
+        const uint32_t exp = w->exp;
+        const uint64_t lsn = w->lsn;
+        v.uri = u->b;
+        v.uri_len = u->len;
+        v.uti = w->uti;
+        v.uti_len = tl;
+        v.expires_at = exp;
+        v.lsn = lsn;
         int rc = fn(arg, &v);
         if (rc)
             return rc;
-        if (++i == r->nrows)
-            return (int)r->nrows;
-        w = row_next(w);
-        row_view_row(&v, w);
+        if (++i == n)
+            return (int)n;
+        w = (const struct row *)(w->uti + tl);
     }
 }
 
