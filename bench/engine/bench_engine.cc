@@ -571,6 +571,21 @@ void BM_engine_device_after_churn(benchmark::State &st)
 }
 
 // --- references -------------------------------------------------------
+// An experiment, off unless built with -DICS_BENCH_PAD=n: each reference
+// lookup by device also runs 3n register-writing moves that do nothing,
+// which shows what a lookup's instruction count costs when its misses
+// could otherwise overlap the next lookup's (bench/README.md,
+// "instructions are the limit").
+#ifdef ICS_BENCH_PAD
+#define PAD_STR(n) #n
+#define PAD_ASM(n)                                                                  \
+    __asm__ volatile(".rept " PAD_STR(n) "\n\tmov $1, %%r8\n\tmov $2, %%r9\n\t"  \
+                     "mov $3, %%r10\n\t.endr" ::: "r8", "r9", "r10")
+#define PAD() PAD_ASM(ICS_BENCH_PAD)
+#else
+#define PAD() ((void)0)
+#endif
+
 template <class Find> void lookup_dev(benchmark::State &st, Find find)
 {
     const bool hit = st.range(0);
@@ -579,6 +594,7 @@ template <class Find> void lookup_dev(benchmark::State &st, Find find)
         const Id &k = hit ? D->dev[pick(x, D->dev.size())]
                           : D->miss_dev[pick(x, D->miss_dev.size())];
         benchmark::DoNotOptimize(find(std::string_view(k.data(), 36)));
+        PAD();
     }
     set_counters(st, 1);
 }
