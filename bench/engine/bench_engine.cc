@@ -406,6 +406,21 @@ struct Reader {
     }
 };
 
+// An experiment, off unless built with -DICS_BENCH_PAD=n: each single
+// lookup by device (the engine's and the references') also runs 3n
+// register-writing moves that do nothing, which shows what a lookup's
+// instruction count costs when its misses could otherwise overlap the next
+// lookup's (bench/README.md, "instructions are the limit").
+#ifdef ICS_BENCH_PAD
+#define PAD_STR(n) #n
+#define PAD_ASM(n)                                                                  \
+    __asm__ volatile(".rept " PAD_STR(n) "\n\tmov $1, %%r8\n\tmov $2, %%r9\n\t"  \
+                     "mov $3, %%r10\n\t.endr" ::: "r8", "r9", "r10")
+#define PAD() PAD_ASM(ICS_BENCH_PAD)
+#else
+#define PAD() ((void)0)
+#endif
+
 // Single lookups by device on e, from key stream x: every engine reader
 // benchmark but the batch.
 void device_lookups(benchmark::State &st, engine_t *e, bool hit, uint64_t x)
@@ -417,6 +432,7 @@ void device_lookups(benchmark::State &st, engine_t *e, bool hit, uint64_t x)
                           : D->miss_dev[pick(x, D->miss_dev.size())];
         int rc = engine_inquire_device(e, k.data(), 36, count_row, &seen, nullptr);
         benchmark::DoNotOptimize(rc);
+        PAD();
         rd.tick();
     }
 }
@@ -571,21 +587,6 @@ void BM_engine_device_after_churn(benchmark::State &st)
 }
 
 // --- references -------------------------------------------------------
-// An experiment, off unless built with -DICS_BENCH_PAD=n: each reference
-// lookup by device also runs 3n register-writing moves that do nothing,
-// which shows what a lookup's instruction count costs when its misses
-// could otherwise overlap the next lookup's (bench/README.md,
-// "instructions are the limit").
-#ifdef ICS_BENCH_PAD
-#define PAD_STR(n) #n
-#define PAD_ASM(n)                                                                  \
-    __asm__ volatile(".rept " PAD_STR(n) "\n\tmov $1, %%r8\n\tmov $2, %%r9\n\t"  \
-                     "mov $3, %%r10\n\t.endr" ::: "r8", "r9", "r10")
-#define PAD() PAD_ASM(ICS_BENCH_PAD)
-#else
-#define PAD() ((void)0)
-#endif
-
 template <class Find> void lookup_dev(benchmark::State &st, Find find)
 {
     const bool hit = st.range(0);
