@@ -181,10 +181,24 @@ bool built[NKIND];
 double bytes_per_row[NKIND], counted_per_row = 0;
 engine_t *E, *EW;
 
+// A reference's row holds what the engine's does: URI (an index into the
+// URI table, as the engine interns it), UTI, expires_at and LSN.
 struct RRow {
+    uint64_t lsn;
+    uint32_t exp;
     uint16_t uri;
     Id uti;
 };
+
+// What answering an inquiry reads of each row, the same for every
+// structure: the wire's row (str16 URI, str16 UTI, u32 expires_at), each
+// field's length and first byte.
+inline void answer(const char *uri, size_t uri_len, const void *uti, size_t uti_len,
+                   uint32_t exp)
+{
+    uint64_t x = (uint8_t)uri[0] + uri_len + *(const uint8_t *)uti + uti_len + exp;
+    benchmark::DoNotOptimize(x);
+}
 
 #ifdef ICS_HAVE_ABSL
 absl::flat_hash_map<std::string, std::vector<RRow>> *A_dev;
@@ -214,6 +228,7 @@ ref_ck *C;
 void build(Kind k)
 {
     char buf[1200];
+    uint64_t ref_lsn = 0; // the references' rows get the engine's LSNs
     switch (k) {
     case ENG:
     case ENGW: {
@@ -262,7 +277,7 @@ void build(Kind k)
         A_dev = new absl::flat_hash_map<std::string, std::vector<RRow>>;
         A_bind = new absl::flat_hash_map<std::string, uint32_t>;
         for (const Row &r : D->rows) {
-            (*A_dev)[std::string(D->dev[r.dev].data(), 36)].push_back({r.uri, r.uti});
+            (*A_dev)[std::string(D->dev[r.dev].data(), 36)].push_back({++ref_lsn, 0, r.uri, r.uti});
             size_t n = bkey(buf, D->uris[r.uri], r.uti);
             A_bind->emplace(std::string(buf, n), r.dev);
         }
@@ -275,7 +290,7 @@ void build(Kind k)
         for (const Row &r : D->rows) {
             TbbDev::accessor a;
             T_dev->insert(a, std::string(D->dev[r.dev].data(), 36));
-            a->second.push_back({r.uri, r.uti});
+            a->second.push_back({++ref_lsn, 0, r.uri, r.uti});
             a.release();
             size_t n = bkey(buf, D->uris[r.uri], r.uti);
             T_bind->insert({std::string(buf, n), r.dev});
@@ -288,7 +303,7 @@ void build(Kind k)
         for (const Row &r : D->rows) {
             size_t n = bkey(buf, D->uris[r.uri], r.uti);
             if (ref_ck_add(C, D->dev[r.dev].data(), 36, buf, n, r.uri,
-                           r.uti.data(), 36) != 0)
+                           r.uti.data(), 36, 0, ++ref_lsn) != 0)
                 abort();
         }
         break;
@@ -370,10 +385,22 @@ void set_counters(benchmark::State &st, size_t per_iter)
     }
 }
 
-int count_row(void *arg, const struct engine_row *r)
+// The binding lookups' callback: the answer is the device ID (the
+// references read it too: ck_ht its first byte, absl and TBB compare it
+// when they find the device's record).
+int device_of_row(void *arg, const struct engine_row *r)
 {
     ++*(int64_t *)arg;
-    benchmark::DoNotOptimize(r->uti[0]);
+    uint64_t x = r->device[0] + r->device_len;
+    benchmark::DoNotOptimize(x);
+    return 0;
+}
+
+// The device lookups' callback: reads each row as visit() does.
+int answer_row(void *arg, const struct engine_row *r)
+{
+    ++*(int64_t *)arg;
+    answer((const char *)r->uri, r->uri_len, r->uti, r->uti_len, r->expires_at);
     return 0;
 }
 
@@ -430,7 +457,7 @@ void device_lookups(benchmark::State &st, engine_t *e, bool hit, uint64_t x)
     for (auto _ : st) {
         const Id &k = hit ? D->dev[pick(x, D->dev.size())]
                           : D->miss_dev[pick(x, D->miss_dev.size())];
-        int rc = engine_inquire_device(e, k.data(), 36, count_row, &seen, nullptr);
+        int rc = engine_inquire_device(e, k.data(), 36, answer_row, &seen, nullptr);
         benchmark::DoNotOptimize(rc);
         PAD();
         rd.tick();
@@ -454,7 +481,7 @@ void BM_engine_binding(benchmark::State &st)
         const std::string &u = D->uris[r.uri];
         const Id &t = hit ? r.uti : D->miss_dev[pick(x, D->miss_dev.size())];
         int rc = engine_inquire_binding(E, u.data(), u.size(), t.data(), 36,
-                                        count_row, &seen, nullptr);
+                                        device_of_row, &seen, nullptr);
         benchmark::DoNotOptimize(rc);
         rd.tick();
     }
@@ -473,7 +500,7 @@ void BM_engine_device_batch16(benchmark::State &st)
             keys[i].p = D->dev[pick(x, D->dev.size())].data();
             keys[i].len = 36;
         }
-        engine_inquire_device_batch(E, keys, 16, count_row, &seen, res);
+        engine_inquire_device_batch(E, keys, 16, answer_row, &seen, res);
         benchmark::DoNotOptimize(res);
         engine_thread_quiescent(E); // 16 lookups: as Reader::tick
     }
@@ -614,12 +641,13 @@ template <class Find> void lookup_bind(benchmark::State &st, Find find)
     set_counters(st, 1);
 }
 
-// Each "find" visits the rows (touches each UTI) like the engine callback.
+// Each "find" visits the rows, reading what the engine's callback reads.
 inline int64_t visit(const std::vector<RRow> &v)
 {
     int64_t n = 0;
     for (const RRow &r : v) {
-        benchmark::DoNotOptimize(r.uti[0]);
+        const std::string &u = D->uris[r.uri];
+        answer(u.data(), u.size(), r.uti.data(), r.uti.size(), r.exp);
         n++;
     }
     return n;
@@ -678,8 +706,11 @@ void BM_ck_device(benchmark::State &st)
         ref_ck_dev *d = ref_ck_dev_get(C, k.data(), k.size());
         if (!d)
             return -1;
-        for (uint32_t i = 0; i < d->n; i++)
-            benchmark::DoNotOptimize(d->rows[i].uti[0]);
+        for (uint32_t i = 0; i < d->n; i++) {
+            const ref_ck_row &r = d->rows[i];
+            const std::string &u = D->uris[r.uri];
+            answer(u.data(), u.size(), r.uti, sizeof r.uti, r.exp);
+        }
         return d->n;
     });
 }

@@ -73,7 +73,7 @@ struct ref_ck_dev *ref_ck_bind_get(struct ref_ck *r, const void *key, size_t n)
 
 int ref_ck_add(struct ref_ck *r, const void *dev, size_t dev_len,
                const void *bkey, size_t bkey_len, uint16_t uri, const void *uti,
-               size_t uti_len)
+               size_t uti_len, uint32_t exp, uint64_t lsn)
 {
     struct ref_ck_dev *d = get(&r->dev, dev, dev_len);
     if (!d) {
@@ -89,6 +89,8 @@ int ref_ck_add(struct ref_ck *r, const void *dev, size_t dev_len,
     if (!rows)
         return -1;
     d->rows = rows;
+    rows[d->n].lsn = lsn;
+    rows[d->n].exp = exp;
     rows[d->n].uri = uri;
     memcpy(rows[d->n].uti, uti, uti_len);
     d->n++;
