@@ -537,6 +537,56 @@ static void retire(engine_t *e, void *p, size_t size)
 /* ------------------------------------------------------------------------ */
 /* Hashing                                                                   */
 
+static inline uint64_t ld8(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v); /* one unaligned load */
+    return v;
+}
+
+/* IDs are short (1..128 bytes, typically a 36-byte UUID), URIs little
+ * longer (typically 20-60): compared inline 16 bytes at a time (SSE2, every x86-64 has it; other targets get two
+ * words from the compiler), the last block overlapping, differences OR-ed
+ * without a branch per block: a 36-byte ID is three XORs and a test, where
+ * word-wise it was a loop of five. memcmp is a call through the PLT and
+ * decides the order, which no caller here needs. */
+typedef uint8_t v16 __attribute__((vector_size(16)));
+static inline v16 ld16(const uint8_t *p)
+{
+    v16 v;
+    memcpy(&v, p, sizeof v); /* one unaligned load */
+    return v;
+}
+static inline bool id_eq(const void *a, const void *b, size_t n)
+{
+    const uint8_t *x = a, *y = b;
+    if (n < 16) {
+        if (n < 8)
+            return memcmp(x, y, n) == 0;
+        return ((ld8(x) ^ ld8(y)) | (ld8(x + n - 8) ^ ld8(y + n - 8))) == 0;
+    }
+    v16 d = ld16(x + n - 16) ^ ld16(y + n - 16);
+    for (size_t i = 0; i + 16 < n; i += 16)
+        d |= ld16(x + i) ^ ld16(y + i);
+    uint64_t w[2];
+    memcpy(w, &d, sizeof w);
+    return (w[0] | w[1]) == 0;
+}
+
+/* Copies n bytes the same way, 16 at a time, the last block overlapping:
+ * for the binding key, where two memcpy calls through the PLT cost more
+ * than the hash of the bytes they copy. */
+static inline void copy_short(uint8_t *d, const uint8_t *s, size_t n)
+{
+    if (n < 16) {
+        memcpy(d, s, n);
+        return;
+    }
+    for (size_t i = 0; i + 16 < n; i += 16)
+        memcpy(d + i, s + i, 16); /* one unaligned load and store each */
+    memcpy(d + n - 16, s + n - 16, 16);
+}
+
 /* Every hash is seeded per engine (engine_config.hash_seed, else a value
  * drawn at creation), so that keys crafted to share home buckets against
  * one process do not against another: a defence against hash flooding by a
@@ -557,8 +607,8 @@ static uint64_t bind_hash(const engine_t *e, const void *u, size_t ul,
                           const void *t, size_t tl)
 {
     uint8_t buf[ENGINE_URI_MAX + ENGINE_ID_MAX];
-    memcpy(buf, u, ul);
-    memcpy(buf + ul, t, tl);
+    copy_short(buf, u, ul);
+    copy_short(buf + ul, t, tl);
     return XXH3_64bits_withSecret(buf, ul + tl, e->secret, sizeof e->secret);
 }
 
@@ -957,47 +1007,11 @@ static void ix_maybe_shrink(engine_t *e, struct idx *x)
 /* ------------------------------------------------------------------------ */
 /* Lookups                                                                   */
 
-static inline uint64_t ld8(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, sizeof v); /* one unaligned load */
-    return v;
-}
-
-/* IDs are short (1..128 bytes, typically a 36-byte UUID): compared inline
- * 16 bytes at a time (SSE2, every x86-64 has it; other targets get two
- * words from the compiler), the last block overlapping, differences OR-ed
- * without a branch per block: a 36-byte ID is three XORs and a test, where
- * word-wise it was a loop of five. memcmp is a call through the PLT and
- * decides the order, which no caller here needs. */
-typedef uint8_t v16 __attribute__((vector_size(16)));
-static inline v16 ld16(const uint8_t *p)
-{
-    v16 v;
-    memcpy(&v, p, sizeof v); /* one unaligned load */
-    return v;
-}
-static inline bool id_eq(const void *a, const void *b, size_t n)
-{
-    const uint8_t *x = a, *y = b;
-    if (n < 16) {
-        if (n < 8)
-            return memcmp(x, y, n) == 0;
-        return ((ld8(x) ^ ld8(y)) | (ld8(x + n - 8) ^ ld8(y + n - 8))) == 0;
-    }
-    v16 d = ld16(x + n - 16) ^ ld16(y + n - 16);
-    for (size_t i = 0; i + 16 < n; i += 16)
-        d |= ld16(x + i) ^ ld16(y + i);
-    uint64_t w[2];
-    memcpy(w, &d, sizeof w);
-    return (w[0] | w[1]) == 0;
-}
-
 static inline bool row_is(const struct row *w, const void *u, size_t ul,
                           const void *t, size_t tl)
 {
     return w->uti_len == tl && w->uri->len == ul &&
-           id_eq(w->uti, t, tl) && memcmp(w->uri->b, u, ul) == 0;
+           id_eq(w->uti, t, tl) && id_eq(w->uri->b, u, ul);
 }
 
 static const struct row *rec_find_row(const struct rec *r, const void *u,
@@ -1208,6 +1222,9 @@ int engine_inquire_device(engine_t *e, const void *dev, size_t dev_len,
     return engine_inquire_device_ex(e, dev, dev_len, fn, arg, lsn, 0);
 }
 
+/* flatten, as the device lookups: XXH3's length dispatch and the probe
+ * inline into one body. */
+__attribute__((flatten))
 int engine_inquire_binding(engine_t *e, const void *uri, size_t uri_len,
                            const void *uti, size_t uti_len, engine_row_fn fn,
                            void *arg, uint64_t *lsn)
