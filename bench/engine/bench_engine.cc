@@ -4,6 +4,8 @@
 //
 // Data: ICS_BENCH_ROWS rows (default 1,000,000); device IDs and UTIs are
 // 36-byte UUID strings, 1,000 distinct service URIs, 1-4 rows per device.
+// Every structure holds the same row (URI, UTI, expires_at, LSN), and every
+// lookup by device reads what the wire's answer needs of each row (answer()).
 // Every structure is built once, in the Setup of its first benchmark, and
 // stays resident, so that --benchmark_enable_random_interleaving can run
 // the repetitions of all of them in rounds (bench/engine/run.sh does, and
