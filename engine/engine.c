@@ -535,7 +535,7 @@ static void retire(engine_t *e, void *p, size_t size)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Hashing                                                                   */
+/* Short byte strings: IDs, UTIs, URIs                                       */
 
 static inline uint64_t ld8(const uint8_t *p)
 {
@@ -545,11 +545,12 @@ static inline uint64_t ld8(const uint8_t *p)
 }
 
 /* IDs are short (1..128 bytes, typically a 36-byte UUID), URIs little
- * longer (typically 20-60): compared inline 16 bytes at a time (SSE2, every x86-64 has it; other targets get two
- * words from the compiler), the last block overlapping, differences OR-ed
- * without a branch per block: a 36-byte ID is three XORs and a test, where
- * word-wise it was a loop of five. memcmp is a call through the PLT and
- * decides the order, which no caller here needs. */
+ * longer (typically 20-60): compared inline 16 bytes at a time (SSE2, every
+ * x86-64 has it; other targets get two words from the compiler), the last
+ * block overlapping, differences OR-ed without a branch per block: a
+ * 36-byte ID is three XORs and a test, where word-wise it was a loop of
+ * five. memcmp is a call through the PLT and decides the order, which no
+ * caller here needs. */
 typedef uint8_t v16 __attribute__((vector_size(16)));
 static inline v16 ld16(const uint8_t *p)
 {
@@ -586,6 +587,9 @@ static inline void copy_short(uint8_t *d, const uint8_t *s, size_t n)
         memcpy(d + i, s + i, 16); /* one unaligned load and store each */
     memcpy(d + n - 16, s + n - 16, 16);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Hashing                                                                   */
 
 /* Every hash is seeded per engine (engine_config.hash_seed, else a value
  * drawn at creation), so that keys crafted to share home buckets against
@@ -1073,33 +1077,57 @@ static inline struct tab *cur_tab(const struct idx *x)
 }
 
 /* A row's view is the device's part, the same for all its rows, and the
- * row's own: a visit fills the first once. */
-static inline void row_view_row(struct engine_row *v, const struct row *w)
+ * row's own: a visit fills the first once. Each loads what it needs before
+ * it stores: a store to the view could alias the record as far as the
+ * compiler knows, and would make it load again. */
+static inline const struct row *view_device(struct engine_row *v,
+                                            const struct rec *r)
 {
+    const struct name *o = r->owner;
+    const uint8_t dl = r->dev_len;
+    const uint8_t *q = r->dev + dl; /* the prefs, if any, then the rows */
+    v->device = r->dev;
+    v->device_len = dl;
+    v->owner = o ? o->b : NULL;
+    v->owner_len = o ? o->len : 0;
+    v->prefs = NULL;
+    v->prefs_len = 0;
+    if (r->ext & REC_PREFS) {
+        uint32_t l;
+        memcpy(&l, q, sizeof l);
+        if (l) {
+            v->prefs = q + sizeof l;
+            v->prefs_len = l;
+        }
+        q += PF_SZ(l);
+    }
+    return (const struct row *)q; /* the first row: rec_rows(r) */
+}
+static inline void view_row(struct engine_row *v, const struct row *w)
+{
+    const struct name *u = w->uri;
+    const uint8_t tl = w->uti_len;
+    const uint32_t exp = w->exp;
+    const uint64_t lsn = w->lsn;
+    v->uri = u->b;
+    v->uri_len = u->len;
+    v->uti = w->uti;
+    v->uti_len = tl;
+    v->expires_at = exp;
+    v->lsn = lsn;
+}
+static void row_view(struct engine_row *v, const struct rec *r,
+                     const struct row *w)
+{
+    view_device(v, r);
     if (w) {
-        v->uri = w->uri->b;
-        v->uri_len = w->uri->len;
-        v->uti = w->uti;
-        v->uti_len = w->uti_len;
-        v->expires_at = w->exp;
-        v->lsn = w->lsn;
+        view_row(v, w);
     } else {
         v->uri = v->uti = NULL;
         v->uri_len = v->uti_len = 0;
         v->expires_at = 0;
         v->lsn = 0;
     }
-}
-static void row_view(struct engine_row *v, const struct rec *r,
-                     struct pfv pf, const struct row *w)
-{
-    v->device = r->dev;
-    v->device_len = r->dev_len;
-    v->owner = r->owner ? r->owner->b : NULL;
-    v->owner_len = r->owner ? r->owner->len : 0;
-    v->prefs = pf.len ? pf.p : NULL;
-    v->prefs_len = pf.len;
-    row_view_row(v, w);
 }
 
 /* Both are plain loads: a record version is immutable once published (the
@@ -1119,47 +1147,19 @@ static inline struct pfv rec_prefs(const struct rec *r)
 }
 
 /* The hot loop of every case-1 answer, written for few instructions (see
- * slot_prefetch_tail): the row count lives in a register (fn may write
- * anywhere, so r->nrows would be reloaded), and each row's fields are
- * loaded before any store to the view, which the compiler must otherwise
- * assume could alias them and load again. Same view as row_view. */
+ * slot_prefetch_tail): the row count and the row's UTI length live in
+ * registers (fn may write anywhere, so they would be loaded again). */
 static ENGINE_HOT int visit_rows(const struct rec *r, engine_row_fn fn,
                                  void *arg)
 {
     const uint32_t n = r->nrows;
     if (!fn || !n)
         return (int)n;
-    const struct name *o = r->owner;
-    const uint8_t dl = r->dev_len;
-    const uint8_t *q = r->dev + dl; /* the prefs, if any, then the rows */
     struct engine_row v;
-    v.device = r->dev;
-    v.device_len = dl;
-    v.owner = o ? o->b : NULL;
-    v.owner_len = o ? o->len : 0;
-    v.prefs = NULL;
-    v.prefs_len = 0;
-    if (r->ext & REC_PREFS) {
-        uint32_t l;
-        memcpy(&l, q, sizeof l);
-        if (l) {
-            v.prefs = q + sizeof l;
-            v.prefs_len = l;
-        }
-        q += PF_SZ(l);
-    }
-    const struct row *w = (const struct row *)q;
+    const struct row *w = view_device(&v, r);
     for (uint32_t i = 0;;) {
-        const struct name *u = w->uri;
         const uint8_t tl = w->uti_len;
-        const uint32_t exp = w->exp;
-        const uint64_t lsn = w->lsn;
-        v.uri = u->b;
-        v.uri_len = u->len;
-        v.uti = w->uti;
-        v.uti_len = tl;
-        v.expires_at = exp;
-        v.lsn = lsn;
+        view_row(&v, w);
         int rc = fn(arg, &v);
         if (rc)
             return rc;
@@ -1243,7 +1243,7 @@ int engine_inquire_binding(engine_t *e, const void *uri, size_t uri_len,
         if (fn) {
             const struct rec *r = rec_of(w);
             struct engine_row v;
-            row_view(&v, r, rec_prefs(r), w);
+            row_view(&v, r, w);
             int x = fn(arg, &v);
             if (x)
                 rc = x;
@@ -1383,7 +1383,7 @@ int engine_device_info(engine_t *e, const void *dev, size_t dev_len,
         rc = 0;
         if (fn) {
             struct engine_row v;
-            row_view(&v, r, rec_prefs(r), NULL);
+            row_view(&v, r, NULL);
             rc = fn(arg, &v);
         }
     }
@@ -1521,12 +1521,11 @@ static int iterate(engine_t *e, uint64_t *cursor, size_t max,
                 }
                 if (all && !r->nrows)
                     visited++;
-                struct pfv pf = rec_prefs(r);
                 const struct row *rw = rec_rows(r);
                 for (uint32_t k = 0; k < r->nrows; k++, rw = row_next(rw)) {
                     if (fn) {
                         struct engine_row v;
-                        row_view(&v, r, pf, rw);
+                        row_view(&v, r, rw);
                         int rc = fn(arg, &v);
                         if (rc) { /* stopped: resume at this group */
                             *cursor = c[i].tag;
@@ -1628,7 +1627,7 @@ int engine_collect_expired(engine_t *e, uint32_t now, size_t max,
             }
             if (fn) {
                 struct engine_row v;
-                row_view(&v, r, rec_prefs(r), w);
+                row_view(&v, r, w);
                 int rc = fn(arg, &v);
                 if (rc) {
                     visited = rc;
@@ -2174,7 +2173,6 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
     }
     /* Publish: binding slots first, so a binding reader never finds a row
      * after device readers stopped seeing it. */
-    struct pfv pf = rec_prefs(old);
     const struct row *nw = nr ? rec_rows(nr) : NULL;
     w = rec_rows(old);
     for (uint32_t i = 0; i < old->nrows; i++, w = row_next(w)) {
@@ -2182,7 +2180,7 @@ static int remove_rows(engine_t *e, size_t di, struct rec *old, pick_fn pick,
         if (pick(w, ctx)) {
             if (on_removed) {
                 struct engine_row v;
-                row_view(&v, old, pf, w);
+                row_view(&v, old, w);
                 on_removed(arg, &v);
             }
             ix_remove(&e->bix, h, w);
