@@ -22,21 +22,11 @@
 #include "acl.h"
 #include "errors.h"
 #include "loop_int.h"
-#ifdef ICS_HAVE_HISTORY
 #include "history.h"
-#endif
-#ifdef ICS_HAVE_KEYS
 #include "keys.h"
-#endif
-#ifdef ICS_HAVE_MAILBOX
 #include "mailbox.h"
-#endif
-#ifdef ICS_HAVE_PENDING
 #include "pending.h"
-#endif
-#ifdef ICS_HAVE_PREFS
 #include "prefs.h"
-#endif
 
 uint64_t loop_mono_us(void);
 
@@ -117,23 +107,14 @@ struct rows_ctx {
  * the clock read once for the whole inquiry or batch. */
 static inline void record_row(struct rq *x, const struct engine_row *row, uint64_t now_us)
 {
-#ifdef ICS_HAVE_HISTORY
     history_record_row(x->l->d.engine, row, x->p->name, x->p->name_len, now_us);
-#else
-    (void)x, (void)row, (void)now_us;
-#endif
 }
 
 /* ENGINE_INQ_RECORD for a principal whose answers may be recorded: the
  * engine then starts loading the device's ring during the row visit. */
 static unsigned inq_flags(const struct principal *p)
 {
-#ifdef ICS_HAVE_HISTORY
     return p && principal_has(p, PRINCIPAL_TPSP) && !is_admin(p) ? ENGINE_INQ_RECORD : 0;
-#else
-    (void)p;
-    return 0;
-#endif
 }
 
 static int encode_row(void *arg, const struct engine_row *row)
@@ -342,7 +323,6 @@ static uint32_t expires_from_ttl(uint32_t ttl)
 static int prefs_for_map(struct rq *x, const void *dev, size_t dev_len, const void *uri,
                          size_t uri_len, uint32_t *expires_at)
 {
-#ifdef ICS_HAVE_PREFS
     struct devinfo d;
     if (device_info(x, dev, dev_len, &d) < 0 || d.prefs.len == 0) {
         buf_free(&d.prefs);
@@ -355,10 +335,6 @@ static int prefs_for_map(struct rq *x, const void *dev, size_t dev_len, const vo
                                        *expires_at);
     buf_free(&d.prefs);
     return ok ? 0 : -EACCES;
-#else
-    (void)x, (void)dev, (void)dev_len, (void)uri, (void)uri_len, (void)expires_at;
-    return 0;
-#endif
 }
 
 static void h_map(struct rq *x)
@@ -506,7 +482,6 @@ void raise_map_result(struct loop *l, const uint8_t *to, size_t tolen,
     buf_free(&b);
 }
 
-#ifdef ICS_HAVE_PENDING
 static void h_map_request(struct rq *x)
 {
     if (!acl_uri_in_scope(x->p, x->r.uri, x->r.uri_len)) {
@@ -599,7 +574,6 @@ static void h_map_answer(struct rq *x)
         return;
     }
     uint32_t expires_at = expires_from_ttl(pr->ttl_s);
-#ifdef ICS_HAVE_PREFS
     if (d.prefs.len)
         expires_at = prefs_cap_expiry(d.prefs.p, d.prefs.len,
                                       (uint32_t)(loop_now_us() / 1000000u), expires_at);
@@ -612,7 +586,6 @@ static void h_map_answer(struct rq *x)
         free(pr);
         return;
     }
-#endif
     buf_free(&d.prefs);
     struct pend *pe;
     struct msg *m = begin_async(x, &pe);
@@ -646,7 +619,6 @@ static void h_map_answer(struct rq *x)
     }
     free(pr);
 }
-#endif
 
 /* --- authentication and principals ---------------------------------------------------- */
 
@@ -883,7 +855,6 @@ static void h_stat(struct rq *x)
 
 /* --- watch, export, history, prefs, keys -------------------------------------------------- */
 
-#ifdef ICS_HAVE_MAILBOX
 /* A kept MAP_PENDING whose request was answered or expired while it
  * waited is dropped, not delivered: it names a request that no longer
  * exists (a CONFIRM of it would get NOT_FOUND). Frames here are ours
@@ -891,16 +862,13 @@ static void h_stat(struct rq *x)
 static int mailbox_to_conn(void *arg, const uint8_t *frame, size_t flen)
 {
     struct conn *c = arg;
-#ifdef ICS_HAVE_PENDING
     pending_t *pt = c->w->l->d.pending;
     if (pt && flen >= WIRE_HDR_LEN && flen >= WIRE_HDR_LEN + WIRE_REQID_LEN + frame[4] &&
         frame[0] == WIRE_MAGIC_EVT && frame[1] == WIRE_EV_MAP_PENDING &&
         !pending_is_open(pt, frame + WIRE_HDR_LEN + frame[4], loop_now_us()))
         return 0;
-#endif
     return buf_append(conn_sink(c), frame, flen) < 0 ? 1 : 0;
 }
-#endif
 
 static void h_watch(struct rq *x)
 {
@@ -914,10 +882,8 @@ static void h_watch(struct rq *x)
         watch_register(c);
     }
     respond_ok(x, 0, NULL, 0);
-#ifdef ICS_HAVE_MAILBOX
     if (mask & (WIRE_W_MAP_PENDING | WIRE_W_MAP_RESULT) && x->l->d.mailbox)
         mailbox_drain(x->l->d.mailbox, x->p->name, x->p->name_len, mailbox_to_conn, c);
-#endif
 }
 
 static int export_row(void *arg, const struct engine_row *row)
@@ -953,7 +919,6 @@ static void h_export(struct rq *x)
     wire_end(b, off, 0, 0);
 }
 
-#ifdef ICS_HAVE_HISTORY
 static void h_history(struct rq *x)
 {
     struct buf *b = conn_sink(x->c);
@@ -969,9 +934,7 @@ static void h_history(struct rq *x)
     }
     wire_end(b, off, 0, 0);
 }
-#endif
 
-#ifdef ICS_HAVE_PREFS
 static void h_prefs_set(struct rq *x)
 {
     const char *why = NULL;
@@ -997,7 +960,6 @@ static void h_prefs_set(struct rq *x)
     if (rc < 0)
         async_failed(x, pe, m, rc, NULL);
 }
-#endif
 
 static void h_prefs_get(struct rq *x)
 {
@@ -1010,7 +972,6 @@ static void h_prefs_get(struct rq *x)
     buf_free(&d.prefs);
 }
 
-#ifdef ICS_HAVE_KEYS
 static void h_key_issue(struct rq *x)
 {
     if (!x->l->d.keys) {
@@ -1043,7 +1004,6 @@ static void h_key_validate(struct rq *x)
     else
         respond_ok(x, 0, NULL, 0);
 }
-#endif
 
 static void h_not_wired(struct rq *x)
 {
@@ -1080,20 +1040,12 @@ static void table_init(void)
         h_not_wired;
     table[WIRE_OP_KEY_ISSUE] = table[WIRE_OP_KEY_VALIDATE] = h_not_wired;
     table[WIRE_OP_HISTORY] = table[WIRE_OP_PREFS_SET] = h_not_wired;
-#ifdef ICS_HAVE_PENDING
     table[WIRE_OP_MAP_REQUEST] = h_map_request;
     table[WIRE_OP_MAP_CONFIRM] = table[WIRE_OP_MAP_REJECT] = h_map_answer;
-#endif
-#ifdef ICS_HAVE_KEYS
     table[WIRE_OP_KEY_ISSUE] = h_key_issue;
     table[WIRE_OP_KEY_VALIDATE] = h_key_validate;
-#endif
-#ifdef ICS_HAVE_HISTORY
     table[WIRE_OP_HISTORY] = h_history;
-#endif
-#ifdef ICS_HAVE_PREFS
     table[WIRE_OP_PREFS_SET] = h_prefs_set;
-#endif
 }
 
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;

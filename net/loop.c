@@ -263,13 +263,11 @@ static void conn_free(struct conn *c)
         pend_free(pe);
     }
     principal_put(c->p);
-#ifdef ICS_HAVE_TLS
     if (c->tls) {
         if (!c->tls_ready)
             w->handshakes--;
         tls_conn_free(c->tls);
     }
-#endif
     w->conns[c->slot] = NULL;
     w->gens[c->slot]++;
     w->free_slots[w->nfree++] = c->slot;
@@ -404,7 +402,6 @@ static int poll_wait(struct worker *w)
 
 static void conn_send(struct conn *c)
 {
-#ifdef ICS_HAVE_TLS
     if (c->tls) {
         /* Every queued piece in one submission: a pipelined burst answered
          * in one turn may fill several 32 KiB pieces. The msghdr and the
@@ -428,7 +425,6 @@ static void conn_send(struct conn *c)
         poll_note_answer(c, now);
         return;
     }
-#endif
     struct io_uring_sqe *sqe = get_sqe(c->w);
     io_uring_prep_send(sqe, c->fd, c->sending.p + c->sent, c->sending.len - c->sent,
                        MSG_NOSIGNAL);
@@ -453,7 +449,6 @@ static void flush_dirty(struct worker *w)
             conn_maybe_free(c);
             continue;
         }
-#ifdef ICS_HAVE_TLS
         if (c->tls) {
             if (c->out.len && c->tls_ready) {
                 if (tls_conn_write(c->tls, c->out.p, c->out.len) < 0) {
@@ -478,7 +473,6 @@ static void flush_dirty(struct worker *w)
             }
             continue;
         }
-#endif
         if (c->out.len + c->sending.len > limit) {
             /* A client that does not read what it asked for. */
             atomic_fetch_add_explicit(&w->l->closed_overflow, 1, memory_order_relaxed);
@@ -529,7 +523,6 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe, int is_tls)
         return;
     }
     struct conn *c = calloc(1, sizeof *c);
-#ifdef ICS_HAVE_TLS
     if (c && is_tls) {
         /* Handshakes cost CPU before anyone is authenticated: bounded. */
         if (w->handshakes >= l->cfg.max_handshakes || !(c->tls = tls_conn_new(l->d.tls))) {
@@ -541,7 +534,6 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe, int is_tls)
             c->hs_start_us = mono_us();
         }
     }
-#endif
     if (!c) {
         atomic_fetch_sub_explicit(&l->curr_conns, 1, memory_order_relaxed);
         close(fd);
@@ -605,7 +597,6 @@ static void conn_input(struct conn *c, const uint8_t *p, size_t n)
         buf_free(&c->in);
 }
 
-#ifdef ICS_HAVE_TLS
 /* The handshake just completed: a client certificate naming a principal
  * (whose fingerprint pin, if any, matches) authenticates the connection. */
 static int hexval(char ch)
@@ -682,7 +673,6 @@ static void tls_input(struct worker *w, struct conn *c, const uint8_t *p, size_t
     }
     conn_mark_dirty(c);
 }
-#endif
 
 static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
 {
@@ -710,11 +700,9 @@ static void on_recv(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
     if (!c->closing) {
         c->last_in_us = mono_us();
         poll_note_input(c, c->last_in_us);
-#ifdef ICS_HAVE_TLS
         if (c->tls)
             tls_input(w, c, w->bufs + (size_t)bid * w->bufsz, (size_t)cqe->res);
         else
-#endif
             conn_input(c, w->bufs + (size_t)bid * w->bufsz, (size_t)cqe->res);
     }
     recycle_buf(w, bid);
@@ -733,7 +721,6 @@ static void on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
         return;
     }
     c->send_since_us = 0;
-#ifdef ICS_HAVE_TLS
     if (c->tls) {
         tls_conn_out_consume(c->tls, (size_t)cqe->res);
         if (c->closing)
@@ -742,7 +729,6 @@ static void on_send(struct worker *w, struct conn *c, struct io_uring_cqe *cqe)
             conn_mark_dirty(c);
         return;
     }
-#endif
     c->sent += (size_t)cqe->res;
     if (c->closing) {
         conn_maybe_free(c);
@@ -880,12 +866,10 @@ static void on_tick(struct worker *w)
             conn_maybe_free(c);
             continue;
         }
-#ifdef ICS_HAVE_TLS
         /* Quiet since the last tick: give back the TLS buffers a busy
          * connection keeps from burst to burst (tls.h). */
         if (c->tls && !c->send_inflight && now - c->last_in_us > 250000u)
             tls_conn_trim(c->tls);
-#endif
         if (stale_in || stale_out) {
             atomic_fetch_add_explicit(&l->closed_idle, 1, memory_order_relaxed);
             loop_log(l, LOOP_LOG_INFO, "closing idle connection %u (%s)", i,
@@ -1541,7 +1525,6 @@ int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_d
         port = bound;
     }
     l->port = port;
-#ifdef ICS_HAVE_TLS
     if (l->d.tls) {
         uint16_t tport = l->cfg.tls_port;
         for (unsigned i = 0; i < l->nw; i++) {
@@ -1556,7 +1539,6 @@ int loop_create(loop_t **out, const struct loop_config *cfg, const struct loop_d
         }
         l->tls_port = tport;
     }
-#endif
     return 0;
 }
 

@@ -18,9 +18,7 @@
 
 #include "buf.h"
 #include "loop.h"
-#ifdef ICS_HAVE_TLS
 #include "tls.h"
-#endif
 #include "principal.h"
 #include "wire.h"
 

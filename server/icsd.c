@@ -29,18 +29,10 @@
 #include "prefs.h"
 #include "principal.h"
 #include "store.h"
-#ifdef ICS_HAVE_KEYS
 #include "keys.h"
-#endif
-#ifdef ICS_HAVE_MAILBOX
 #include "mailbox.h"
-#endif
-#ifdef ICS_HAVE_PENDING
 #include "pending.h"
-#endif
-#ifdef ICS_HAVE_TLS
 #include "tls.h"
-#endif
 
 static struct {
     struct icsd_config cfg;
@@ -334,7 +326,6 @@ int main(int argc, char **argv)
         log_at(0, "principals: %s", strerror(-rc));
         return 1;
     }
-#ifdef ICS_HAVE_KEYS
     struct keys_config kc = {0};
     kc.rotate_interval_s = cfg->key_rotate_interval;
     if ((rc = keys_create(&icsd.keys, &kc)) < 0 ||
@@ -342,7 +333,6 @@ int main(int argc, char **argv)
         log_at(0, "keys: %s", strerror(-rc));
         return 1;
     }
-#endif
     store_set_listener(icsd.store, listener, NULL);
     /* A tpsp's DEMAP_SERVICE removes only what the devices' preferences let
      * it see (wire-v1 section 4), live and on replay. */
@@ -393,27 +383,20 @@ int main(int argc, char **argv)
         }
         log_at(2, "%s: %d principals set", cfg->principals, rc);
     }
-#ifdef ICS_HAVE_KEYS
     if ((rc = keys_maybe_rotate(icsd.keys, icsd.store, (uint64_t)time(NULL))) < 0)
         log_at(1, "signing key: %s", strerror(-rc));
-#endif
-#ifdef ICS_HAVE_PENDING
     struct pending_config pdc = {.ttl_s = cfg->pending_ttl};
     if ((rc = pending_create_table(&icsd.pending, &pdc)) < 0) {
         log_at(0, "pending: %s", strerror(-rc));
         return 1;
     }
-#endif
-#ifdef ICS_HAVE_MAILBOX
     struct mailbox_config mc = {0};
     mc.log = store_log;
     if ((rc = mailbox_create(&icsd.mailbox, &mc)) < 0) {
         log_at(0, "mailbox: %s", strerror(-rc));
         return 1;
     }
-#endif
     if (cfg->tls_cert[0]) {
-#ifdef ICS_HAVE_TLS
         struct tls_cfg tc = {0};
         tc.cert_file = cfg->tls_cert;
         tc.key_file = cfg->tls_key[0] ? cfg->tls_key : NULL;
@@ -424,10 +407,6 @@ int main(int argc, char **argv)
             log_at(0, "TLS: %s", err[0] ? err : strerror(-rc));
             return 1;
         }
-#else
-        log_at(0, "TLS: this build has no net/tls.c");
-        return 1;
-#endif
     }
 
     struct loop_config lc = {0};
@@ -483,7 +462,6 @@ int main(int argc, char **argv)
         struct timespec one = {1, 0};
         int sig = sigtimedwait(&sigs, NULL, &one);
         if (sig < 0) {
-#ifdef ICS_HAVE_KEYS
             if (errno == EAGAIN && cfg->key_rotate_interval) {
                 rc = keys_maybe_rotate(icsd.keys, icsd.store, (uint64_t)time(NULL));
                 if (rc == 1)
@@ -491,11 +469,9 @@ int main(int argc, char **argv)
                 else if (rc < 0)
                     log_at(1, "signing key rotation: %s", strerror(-rc));
             }
-#endif
             continue;
         }
         if (sig == SIGHUP) {
-#ifdef ICS_HAVE_TLS
             if (icsd.tls) {
                 char e[256] = "";
                 if (tls_ctx_reload(icsd.tls, e, sizeof e) < 0)
@@ -504,7 +480,6 @@ int main(int argc, char **argv)
                     log_at(2, "SIGHUP: TLS certificate, key, CA and CRL reloaded");
                 continue;
             }
-#endif
             log_at(2, "SIGHUP: nothing to reload (TLS not configured)");
             continue;
         }
@@ -515,19 +490,11 @@ int main(int argc, char **argv)
     atomic_store_explicit(&icsd.loop, NULL, memory_order_release);
     store_close(icsd.store);
     loop_destroy(l);
-#ifdef ICS_HAVE_MAILBOX
     mailbox_destroy(icsd.mailbox);
-#endif
-#ifdef ICS_HAVE_PENDING
     pending_destroy_table(icsd.pending);
-#endif
-#ifdef ICS_HAVE_KEYS
     keys_destroy(icsd.keys);
-#endif
     principal_reg_destroy(icsd.reg);
-#ifdef ICS_HAVE_TLS
     tls_ctx_destroy(icsd.tls);
-#endif
     engine_destroy(icsd.engine);
     log_at(2, "stopped");
     return 0;
