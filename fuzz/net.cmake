@@ -1,5 +1,3 @@
 # net/ parsers of untrusted bytes: request frames and bodies, the config file.
 ics_add_fuzzer(fuzz_wire_request SOURCES fuzz_wire_request.c LIBS ics_wire)
-if(TARGET ics_config)
-  ics_add_fuzzer(fuzz_config SOURCES fuzz_config.c LIBS ics_config)
-endif()
+ics_add_fuzzer(fuzz_config SOURCES fuzz_config.c LIBS ics_config)
