@@ -17,6 +17,7 @@
 #include "test.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -85,8 +86,19 @@ static int parse_row(const struct engine_row *r, int *dev, int *k)
         return -1;
     memcpy(b, r->uti, r->uti_len);
     b[r->uti_len] = 0;
-    if (sscanf(b, "uti-%d-%d", dev, k) != 2 || *k < 0 || *k >= NROW)
+    /* "uti-<dev>-<k>", both decimal */
+    char *end;
+    if (strncmp(b, "uti-", 4) != 0)
         return -1;
+    long d = strtol(b + 4, &end, 10);
+    if (end == b + 4 || *end != '-')
+        return -1;
+    const char *ks = end + 1;
+    long kk = strtol(ks, &end, 10);
+    if (end == ks || *end || d < 0 || d > INT_MAX || kk < 0 || kk >= NROW)
+        return -1;
+    *dev = (int)d;
+    *k = (int)kk;
     char want[32];
     dev_name(want, *dev);
     if (memcmp(r->device, want, 7) != 0)
@@ -349,8 +361,15 @@ static int check_obs(const struct obs *o)
 int main(void)
 {
     double secs = 2.0;
-    if (getenv("ICS_STRESS_SECONDS"))
-        secs = atof(getenv("ICS_STRESS_SECONDS"));
+    const char *env = getenv("ICS_STRESS_SECONDS");
+    if (env) {
+        char *end;
+        secs = strtod(env, &end);
+        if (end == env || *end || !(secs > 0 && secs <= 3600)) {
+            fprintf(stderr, "ICS_STRESS_SECONDS=%s: want seconds in (0, 3600]\n", env);
+            return 2;
+        }
+    }
     struct engine_config cfg = {.history_len = 8};
     CHECK_EQ(engine_create(&E, &cfg), 0);
     engine_thread_online(E);
