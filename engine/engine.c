@@ -95,8 +95,9 @@ struct ntab {
 
 /* A device's preferences as a reader sees them: bytes inside its record. */
 struct pfv {
-    const uint8_t *p;
-    uint32_t len; /* 0: none */
+    const uint8_t *p;    /* NULL: none (or empty) */
+    uint32_t len;
+    const uint8_t *rows; /* the record's first row, right after them */
 };
 
 /* History ring (issues 2 and 7: a ring must cost little memory and an
@@ -597,8 +598,8 @@ static inline void copy_short(uint8_t *d, const uint8_t *s, size_t n)
  * provider who chooses device IDs or UTIs. The two index hashes use the
  * 192-byte secret XXH3 derives from that seed (as it does itself for long
  * inputs): for short keys withSeed adds and subtracts the seed on every
- * word of its built-in secret instead, 10 of a device lookup's ~285
- * instructions (callgrind). */
+ * word of its built-in secret instead, about 10 instructions more per
+ * device lookup (callgrind). */
 static inline uint64_t dev_hash(const engine_t *e, const void *d, size_t n)
 {
     return XXH3_64bits_withSecret(d, n, e->secret, sizeof e->secret);
@@ -799,7 +800,7 @@ static inline void slot_prefetch(uint64_t w)
  * runs as fast as the core can keep several in flight, and its window
  * holds instructions, not misses: every instruction a lookup saves lets
  * the next one's misses start sooner (bench/README.md, "instructions are
- * the limit": 90 extra per lookup cost absl 70% more time). The clamped
+ * the limit": 90 extra per lookup cost absl 60-80% more time). The clamped
  * form above costs 14 instructions more per lookup (callgrind). */
 static inline void slot_prefetch_tail(uint64_t w)
 {
@@ -1076,6 +1077,25 @@ static inline struct tab *cur_tab(const struct idx *x)
     return __atomic_load_n(&x->cur, __ATOMIC_CONSUME);
 }
 
+/* Both are plain loads: a record version is immutable once published (the
+ * release store of its index slot orders its bytes before readers). */
+static inline struct ext *rec_ext(const struct rec *r)
+{
+    return (struct ext *)(r->ext & ~REC_PREFS);
+}
+static inline struct pfv rec_prefs(const struct rec *r)
+{
+    const uint8_t *q = r->dev + r->dev_len;
+    struct pfv v = {NULL, 0, q};
+    if (r->ext & REC_PREFS) {
+        memcpy(&v.len, q, sizeof v.len);
+        v.rows = q + PF_SZ(v.len);
+        if (v.len)
+            v.p = q + sizeof v.len;
+    }
+    return v;
+}
+
 /* A row's view is the device's part, the same for all its rows, and the
  * row's own: a visit fills the first once. Each loads what it needs before
  * it stores: a store to the view could alias the record as far as the
@@ -1084,24 +1104,14 @@ static inline const struct row *view_device(struct engine_row *v,
                                             const struct rec *r)
 {
     const struct name *o = r->owner;
-    const uint8_t dl = r->dev_len;
-    const uint8_t *q = r->dev + dl; /* the prefs, if any, then the rows */
+    const struct pfv pf = rec_prefs(r);
     v->device = r->dev;
-    v->device_len = dl;
+    v->device_len = r->dev_len;
     v->owner = o ? o->b : NULL;
     v->owner_len = o ? o->len : 0;
-    v->prefs = NULL;
-    v->prefs_len = 0;
-    if (r->ext & REC_PREFS) {
-        uint32_t l;
-        memcpy(&l, q, sizeof l);
-        if (l) {
-            v->prefs = q + sizeof l;
-            v->prefs_len = l;
-        }
-        q += PF_SZ(l);
-    }
-    return (const struct row *)q; /* the first row: rec_rows(r) */
+    v->prefs = pf.p;
+    v->prefs_len = pf.len;
+    return (const struct row *)pf.rows; /* rec_rows(r) */
 }
 static inline void view_row(struct engine_row *v, const struct row *w)
 {
@@ -1130,21 +1140,6 @@ static void row_view(struct engine_row *v, const struct rec *r,
     }
 }
 
-/* Both are plain loads: a record version is immutable once published (the
- * release store of its index slot orders its bytes before readers). */
-static inline struct ext *rec_ext(const struct rec *r)
-{
-    return (struct ext *)(r->ext & ~REC_PREFS);
-}
-static inline struct pfv rec_prefs(const struct rec *r)
-{
-    struct pfv v = {NULL, 0};
-    if (r->ext & REC_PREFS) {
-        memcpy(&v.len, r->dev + r->dev_len, sizeof v.len);
-        v.p = r->dev + r->dev_len + sizeof v.len;
-    }
-    return v;
-}
 
 /* The hot loop of every case-1 answer, written for few instructions (see
  * slot_prefetch_tail): the row count and the row's UTI length live in
@@ -1450,7 +1445,7 @@ static void dev_view(struct engine_device *v, const struct rec *r)
     v->device_len = r->dev_len;
     v->owner = r->owner ? r->owner->b : NULL;
     v->owner_len = r->owner ? r->owner->len : 0;
-    v->prefs = pf.len ? pf.p : NULL;
+    v->prefs = pf.p;
     v->prefs_len = pf.len;
     v->rows = r->nrows;
     v->rec = r;
@@ -1521,11 +1516,11 @@ static int iterate(engine_t *e, uint64_t *cursor, size_t max,
                 }
                 if (all && !r->nrows)
                     visited++;
-                const struct row *rw = rec_rows(r);
+                struct engine_row v; /* the device's part once per record */
+                const struct row *rw = view_device(&v, r);
                 for (uint32_t k = 0; k < r->nrows; k++, rw = row_next(rw)) {
                     if (fn) {
-                        struct engine_row v;
-                        row_view(&v, r, rw);
+                        view_row(&v, rw);
                         int rc = fn(arg, &v);
                         if (rc) { /* stopped: resume at this group */
                             *cursor = c[i].tag;
